@@ -1,0 +1,235 @@
+package cli
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/wardsec/ward/internal/authority"
+	"github.com/wardsec/ward/internal/bus"
+	"github.com/wardsec/ward/internal/store"
+	"github.com/wardsec/ward/internal/telemetry"
+)
+
+func newAuthorityCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "authority", Short: "Initialise and run the control plane"}
+	var td string
+	initCmd := &cobra.Command{
+		Use:   "init",
+		Short: "Create the trust domain: root CA, intermediate, signing key and the bootstrap admin token (printed once)",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := LoadConfig(g.configPath, os.Getenv)
+			if err != nil {
+				return err
+			}
+			if td != "" {
+				cfg.TrustDomain = td
+			}
+			res, err := initAuthority(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			return g.print(map[string]string{
+				"trust_domain":     res.TrustDomain.Name(),
+				"admin_token":      res.AdminToken,
+				"root_fingerprint": res.RootFingerprint,
+				"bundle_file":      bundlePath(cfg),
+			}, func(w io.Writer) {
+				fmt.Fprintf(w, "trust domain:      %s\n", res.TrustDomain.Name())
+				fmt.Fprintf(w, "root fingerprint:  %s\n", res.RootFingerprint)
+				fmt.Fprintf(w, "trust bundle:      %s\n", bundlePath(cfg))
+				fmt.Fprintf(w, "admin token:       %s\n", res.AdminToken)
+				fmt.Fprintln(w, "The admin token is shown only now. Store it in a secret manager.")
+			})
+		},
+	}
+	initCmd.Flags().StringVar(&td, "trust-domain", "", "SPIFFE trust domain (default from config, else ward.test)")
+	runCmd := &cobra.Command{
+		Use:   "run",
+		Short: "Serve the authority (HTTPS admin, issuance, OCSP, CRL, watch stream)",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := LoadConfig(g.configPath, os.Getenv)
+			if err != nil {
+				return err
+			}
+			log, err := g.logger(cfg)
+			if err != nil {
+				return err
+			}
+			p, err := startControlPlane(cmd.Context(), cfg, log, false)
+			if err != nil {
+				return err
+			}
+			defer p.close()
+			return p.run(cmd.Context())
+		},
+	}
+	cmd.AddCommand(initCmd, runCmd)
+	return cmd
+}
+
+func bundlePath(cfg *Config) string { return filepath.Join(cfg.DataDir, "bundle.pem") }
+
+// initAuthority runs authority.Init against the configured store and KMS and
+// writes the trust bundle next to the data.
+func initAuthority(ctx context.Context, cfg *Config) (authority.InitResult, error) {
+	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	if err != nil {
+		return authority.InitResult{}, usageError{fmt.Errorf("invalid trust domain %q: %v", cfg.TrustDomain, err)}
+	}
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return authority.InitResult{}, err
+	}
+	defer st.Close()
+	k, err := openKMS(ctx, cfg, st, true)
+	if err != nil {
+		return authority.InitResult{}, err
+	}
+	res, err := authority.Init(ctx, st, k, authority.InitOptions{TrustDomain: td})
+	if err != nil {
+		return authority.InitResult{}, err
+	}
+	if err := writeFileAtomic(bundlePath(cfg), res.RootPEM, 0o644); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// controlPlane is a running authority with its bus.
+type controlPlane struct {
+	cfg    *Config
+	log    *slog.Logger
+	store  *store.Store
+	auth   *authority.Authority
+	nats   *bus.Server // nil with an external bus
+	conn   *bus.Conn
+	ln     net.Listener
+	busURL string
+}
+
+// startControlPlane opens the store and KMS, loads the authority, connects
+// the bus (embedded when no URL is configured, or always with dev) and
+// binds the listener.
+func startControlPlane(ctx context.Context, cfg *Config, log *slog.Logger, dev bool) (*controlPlane, error) {
+	p := &controlPlane{cfg: cfg, log: log}
+	ok := false
+	defer func() {
+		if !ok {
+			p.close()
+		}
+	}()
+	var err error
+	if p.store, err = openStore(ctx, cfg); err != nil {
+		return nil, err
+	}
+	inited, err := authority.Initialized(ctx, p.store)
+	if err != nil {
+		return nil, err
+	}
+	if !inited {
+		return nil, errors.New("authority not initialised: run `ward authority init` first")
+	}
+	k, err := openKMS(ctx, cfg, p.store, false)
+	if err != nil {
+		return nil, err
+	}
+	ttls, err := cfg.svidTTLs()
+	if err != nil {
+		return nil, err
+	}
+	if p.ln, err = net.Listen("tcp", cfg.Authority.Listen); err != nil {
+		return nil, fmt.Errorf("authority listen %s: %w", cfg.Authority.Listen, err)
+	}
+	if cfg.Authority.PublicURL == "https://"+cfg.Authority.Listen {
+		// Derived URL: name the bound address (resolves port 0).
+		cfg.Authority.PublicURL = "https://" + p.ln.Addr().String()
+	}
+	lb := &lateBus{}
+	p.auth, err = authority.New(ctx, authority.Config{
+		Store:     p.store,
+		KMS:       k,
+		Bus:       lb,
+		PublicURL: cfg.Authority.PublicURL,
+		Hostnames: cfg.Authority.Hostnames,
+		Logger:    log,
+		Registry:  telemetry.NewRegistry(),
+		SVIDTTL:   ttls,
+	})
+	if err != nil {
+		return nil, err
+	}
+	busTLS, err := componentTLS(p.auth, "authority")
+	if err != nil {
+		return nil, err
+	}
+	url := cfg.Bus.URL
+	if dev || url == "" {
+		natsTLS, err := componentTLS(p.auth, "nats")
+		if err != nil {
+			return nil, err
+		}
+		p.nats, err = bus.StartEmbedded(bus.EmbeddedConfig{Host: "127.0.0.1", Port: 0, TLS: natsTLS, StoreDir: filepath.Join(cfg.DataDir, "nats")})
+		if err != nil {
+			return nil, err
+		}
+		url = p.nats.ClientURL()
+	} else if cfg.Bus.CAFile != "" {
+		data, err := os.ReadFile(cfg.Bus.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("bus.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(data) {
+			return nil, fmt.Errorf("bus.ca_file %s holds no PEM certificates", cfg.Bus.CAFile)
+		}
+		busTLS.RootCAs = pool
+		busTLS.InsecureSkipVerify = false
+		busTLS.VerifyConnection = nil
+	}
+	p.busURL = url
+	if p.conn, err = bus.Connect(ctx, url, busTLS, "ward-authority"); err != nil {
+		return nil, err
+	}
+	if err := lb.attach(p.conn); err != nil {
+		return nil, err
+	}
+	ok = true
+	return p, nil
+}
+
+func (p *controlPlane) run(ctx context.Context) error {
+	p.log.Info("authority serving", "addr", p.ln.Addr().String(), "public_url", p.cfg.Authority.PublicURL,
+		"trust_domain", p.auth.TrustDomain().Name(), "store", p.store.Backend(), "bus", p.busURL)
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return p.auth.Serve(ctx, p.ln) })
+	eg.Go(func() error { return p.syncBundleFile(ctx) })
+	return eg.Wait()
+}
+
+func (p *controlPlane) close() {
+	if p.conn != nil {
+		p.conn.Close()
+	}
+	if p.nats != nil {
+		p.nats.Shutdown()
+	}
+	if p.ln != nil {
+		_ = p.ln.Close()
+	}
+	if p.store != nil {
+		_ = p.store.Close()
+	}
+}

@@ -1,0 +1,212 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/wardsec/ward/internal/authority"
+)
+
+func newDevCmd(g *globals) *cobra.Command {
+	var dataDir, listen, td string
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run the authority, an embedded NATS and SQLite in one process for development",
+		Long: `ward dev runs the whole control plane in one process under --data DIR:
+SQLite store, KEK file, embedded NATS (TLS, loopback, random port) and the
+authority on --listen. It writes DIR/dev.env; "source DIR/dev.env" makes every
+CLI command work. Restarting on the same directory keeps all state.`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			env := func(k string) string {
+				// WARD_BUS_URL from a sourced dev.env points at a previous
+				// embedded bus; dev always runs its own.
+				if k == "WARD_BUS_URL" {
+					return ""
+				}
+				return os.Getenv(k)
+			}
+			cfg, err := LoadConfig(g.configPath, env)
+			if err != nil {
+				return err
+			}
+			if cmd.Flags().Changed("data") || os.Getenv("WARD_DATA_DIR") == "" {
+				cfg.DataDir = dataDir
+				cfg.Store.DSN = filepath.Join(dataDir, "ward.db")
+				cfg.KMS.KEKFile = filepath.Join(dataDir, "kek")
+				cfg.KMS.PassphraseEnv = ""
+			}
+			if cmd.Flags().Changed("listen") || os.Getenv("WARD_AUTHORITY_LISTEN") == "" {
+				cfg.Authority.Listen = listen
+				cfg.Authority.PublicURL = "https://" + listen
+			}
+			if td != "" {
+				cfg.TrustDomain = td
+			}
+			return runDev(cmd.Context(), g, cfg)
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data", "ward-data", "data directory (state survives restarts)")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8443", "authority listen address")
+	cmd.Flags().StringVar(&td, "trust-domain", "", "trust domain for a new data directory (default ward.test)")
+	return cmd
+}
+
+func runDev(ctx context.Context, g *globals, cfg *Config) error {
+	envPath := filepath.Join(cfg.DataDir, "dev.env")
+	prev, err := readEnvFile(envPath)
+	if err != nil {
+		return err
+	}
+	adminToken := prev["WARD_ADMIN_TOKEN"]
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	inited, err := authority.Initialized(ctx, st)
+	_ = st.Close()
+	if err != nil {
+		return err
+	}
+	if !inited {
+		res, err := initAuthority(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		adminToken = res.AdminToken
+		fmt.Fprintf(g.stderr, "ward dev: initialised trust domain %s in %s\n", res.TrustDomain.Name(), cfg.DataDir)
+	} else if adminToken == "" {
+		return fmt.Errorf("%s is initialised but %s has no WARD_ADMIN_TOKEN; restore dev.env or start with a new --data directory", cfg.DataDir, envPath)
+	}
+	logger, err := g.logger(cfg)
+	if err != nil {
+		return err
+	}
+	p, err := startControlPlane(ctx, cfg, logger, true)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	if err := writeFileAtomic(bundlePath(cfg), p.auth.BundlePEM(), 0o644); err != nil {
+		return err
+	}
+	absBundle, err := filepath.Abs(bundlePath(cfg))
+	if err != nil {
+		return err
+	}
+	vars := map[string]string{
+		"WARD_AUTHORITY":    cfg.Authority.PublicURL,
+		"WARD_CA_BUNDLE":    absBundle,
+		"WARD_ADMIN_TOKEN":  adminToken,
+		"WARD_TRUST_DOMAIN": p.auth.TrustDomain().Name(),
+		"WARD_NATS_URL":     p.busURL,
+	}
+	if err := writeEnvFile(envPath, vars); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stderr, "ward dev: authority on %s, NATS on %s\nward dev: run `source %s` to use the CLI\n", cfg.Authority.PublicURL, p.busURL, envPath)
+	logger.Info("dev environment ready", "env_file", envPath)
+	return p.run(ctx)
+}
+
+// syncBundleFile keeps <data>/bundle.pem equal to the authority's current
+// trust bundle, so CLI clients keep trusting it across root rotations.
+func (p *controlPlane) syncBundleFile(ctx context.Context) error {
+	path := bundlePath(p.cfg)
+	last := p.auth.BundlePEM()
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			cur := p.auth.BundlePEM()
+			if bytes.Equal(cur, last) {
+				continue
+			}
+			if err := writeFileAtomic(path, cur, 0o644); err != nil {
+				p.log.Warn("trust bundle file not updated", "path", path, "error", err)
+				continue
+			}
+			last = cur
+		}
+	}
+}
+
+// readEnvFile parses KEY=VALUE lines (as written by writeEnvFile); a missing
+// file is an empty map.
+func readEnvFile(path string) (map[string]string, error) {
+	out := map[string]string{}
+	data, err := readBounded(path, 64<<10)
+	if os.IsNotExist(err) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		line = strings.TrimPrefix(line, "export ")
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || strings.HasPrefix(line, "#") {
+			continue
+		}
+		out[k] = strings.Trim(v, "'\"")
+	}
+	return out, sc.Err()
+}
+
+// writeEnvFile writes vars as shell-sourceable export lines, mode 0600 (it
+// holds the admin token).
+func writeEnvFile(path string, vars map[string]string) error {
+	keys := make([]string, 0, len(vars))
+	for k := range vars {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b bytes.Buffer
+	b.WriteString("# Written by `ward dev`. Holds the development admin token: keep it private.\n")
+	for _, k := range keys {
+		fmt.Fprintf(&b, "export %s='%s'\n", k, strings.ReplaceAll(vars[k], "'", ""))
+	}
+	return writeFileAtomic(path, b.Bytes(), 0o600)
+}
+
+// writeFileAtomic writes data to a temporary file beside path and renames it
+// into place, so readers never see a partial file.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

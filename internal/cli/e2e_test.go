@@ -1,0 +1,330 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/wardsec/ward/identity"
+)
+
+// devEnv is a running `ward dev` (in-process, real listeners) and the
+// variables it wrote to dev.env.
+type devEnv struct {
+	t      *testing.T
+	dir    string
+	vars   map[string]string
+	cancel context.CancelFunc
+	done   chan int
+}
+
+// startDev runs `ward dev --data dir --listen 127.0.0.1:0` and waits for dev.env.
+func startDev(t *testing.T, dir string) *devEnv {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &devEnv{t: t, dir: dir, cancel: cancel, done: make(chan int, 1)}
+	envPath := filepath.Join(dir, "dev.env")
+	var before time.Time
+	if st, err := os.Stat(envPath); err == nil {
+		before = st.ModTime()
+	}
+	go func() {
+		d.done <- run(ctx, []string{"dev", "--data", dir, "--listen", "127.0.0.1:0"}, strings.NewReader(""), io.Discard, io.Discard)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if st, err := os.Stat(envPath); err == nil && st.ModTime().After(before) {
+			vars, err := readEnvFile(envPath)
+			if err == nil && vars["WARD_AUTHORITY"] != "" {
+				d.vars = vars
+				break
+			}
+		}
+		select {
+		case code := <-d.done:
+			t.Fatalf("ward dev exited with %d", code)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ward dev did not write dev.env in time")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Cleanup(d.stop)
+	return d
+}
+
+func (d *devEnv) stop() {
+	if d.cancel == nil {
+		return
+	}
+	d.cancel()
+	d.cancel = nil
+	select {
+	case <-d.done:
+	case <-time.After(15 * time.Second):
+		d.t.Error("ward dev did not stop")
+	}
+}
+
+// ward runs one CLI command against the dev environment and returns stdout.
+func (d *devEnv) ward(args ...string) (string, error) {
+	d.t.Helper()
+	var out, errb bytes.Buffer
+	full := append([]string{"--authority", d.vars["WARD_AUTHORITY"], "--ca-bundle", d.vars["WARD_CA_BUNDLE"], "--admin-token", d.vars["WARD_ADMIN_TOKEN"]}, args...)
+	code := run(context.Background(), full, strings.NewReader(""), &out, &errb)
+	if code != 0 {
+		return out.String(), &cliError{code: code, stderr: errb.String()}
+	}
+	return out.String(), nil
+}
+
+func (d *devEnv) mustWard(args ...string) string {
+	d.t.Helper()
+	out, err := d.ward(args...)
+	if err != nil {
+		d.t.Fatalf("ward %s: %v", strings.Join(args, " "), err)
+	}
+	return out
+}
+
+type cliError struct {
+	code   int
+	stderr string
+}
+
+func (e *cliError) Error() string { return e.stderr }
+
+// newService registers a service and fetches its SVID into a directory.
+func (d *devEnv) newService(team, name, level string, extra ...string) (dir string) {
+	d.t.Helper()
+	var created map[string]any
+	args := append([]string{"service", "create", name, "--team", team, "--level", level, "--output", "json"}, extra...)
+	if err := json.Unmarshal([]byte(d.mustWard(args...)), &created); err != nil {
+		d.t.Fatal(err)
+	}
+	if created["spiffe_id"] != "spiffe://ward.test/svc/"+name {
+		d.t.Fatalf("spiffe_id = %v", created["spiffe_id"])
+	}
+	tok, _ := created["bootstrap_token"].(string)
+	if !strings.HasPrefix(tok, "wardbt_") {
+		d.t.Fatalf("bootstrap_token = %q", tok)
+	}
+	dir = filepath.Join(d.t.TempDir(), name)
+	d.mustWard("svid", "fetch", "--bootstrap-token", tok, "--out", dir)
+	return dir
+}
+
+func TestDevEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	data := t.TempDir()
+	d := startDev(t, data)
+	for _, k := range []string{"WARD_AUTHORITY", "WARD_CA_BUNDLE", "WARD_ADMIN_TOKEN", "WARD_TRUST_DOMAIN", "WARD_NATS_URL"} {
+		if d.vars[k] == "" {
+			t.Fatalf("dev.env lacks %s", k)
+		}
+	}
+	d.mustWard("team", "create", "shop")
+	webDir := d.newService("shop", "web", "L2")
+	apiDir := d.newService("shop", "api", "L3")
+
+	t.Run("svid files", func(t *testing.T) {
+		st, err := os.Stat(filepath.Join(webDir, "svid.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Fatalf("svid.key mode %v, want 0600", st.Mode().Perm())
+		}
+		svid, err := x509svid.Load(filepath.Join(webDir, "svid.pem"), filepath.Join(webDir, "svid.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := x509bundle.Load(spiffeid.RequireTrustDomainFromString("ward.test"), filepath.Join(webDir, "bundle.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _, err := x509svid.Verify(svid.Certificates, b)
+		if err != nil {
+			t.Fatalf("go-spiffe rejects the SVID: %v", err)
+		}
+		if id.String() != "spiffe://ward.test/svc/web" {
+			t.Fatalf("id %s", id)
+		}
+		leaf := svid.Certificates[0]
+		if len(leaf.URIs) != 1 || leaf.IsCA || leaf.Subject.SerialNumber == "" || len(leaf.OCSPServer) != 1 || len(leaf.CRLDistributionPoints) != 1 {
+			t.Fatalf("leaf fields: uris=%v ca=%v instance=%q ocsp=%v crl=%v", leaf.URIs, leaf.IsCA, leaf.Subject.SerialNumber, leaf.OCSPServer, leaf.CRLDistributionPoints)
+		}
+		// L3 services get 15-minute SVIDs by default.
+		api, err := x509svid.Load(filepath.Join(apiDir, "svid.pem"), filepath.Join(apiDir, "svid.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if life := api.Certificates[0].NotAfter.Sub(time.Now()); life > 16*time.Minute || life < 10*time.Minute {
+			t.Fatalf("L3 lifetime %v", life)
+		}
+		if _, err := exec.LookPath("openssl"); err == nil {
+			out, err := exec.Command("openssl", "verify", "-CAfile", filepath.Join(webDir, "bundle.pem"), "-untrusted", filepath.Join(webDir, "svid.pem"), filepath.Join(webDir, "svid.pem")).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), ": OK") {
+				t.Fatalf("openssl verify: %v\n%s", err, out)
+			}
+		}
+	})
+
+	t.Run("svid show and renew", func(t *testing.T) {
+		var before, after svidInfo
+		if err := json.Unmarshal([]byte(d.mustWard("svid", "show", "--dir", webDir, "-o", "json")), &before); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal([]byte(d.mustWard("svid", "renew", "--dir", webDir, "-o", "json")), &after); err != nil {
+			t.Fatal(err)
+		}
+		if before.Serial == after.Serial || after.SPIFFEID != before.SPIFFEID {
+			t.Fatalf("renew: before %+v after %+v", before, after)
+		}
+	})
+
+	t.Run("whoami and revocation within one second", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		server, err := identity.New(ctx, identity.Config{AuthorityURL: d.vars["WARD_AUTHORITY"], Dir: apiDir, BundleFile: filepath.Join(apiDir, "bundle.pem")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer server.Close()
+		go func() { _ = server.Run(ctx) }()
+		addr := serveWhoami(t, ctx, server)
+
+		client := newClient(t, ctx, d, webDir)
+		var got struct {
+			CallerSPIFFEID string `json:"caller_spiffe_id"`
+		}
+		if err := getJSON(client, "https://"+addr+"/anything", &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.CallerSPIFFEID != "spiffe://ward.test/svc/web" {
+			t.Fatalf("caller %q", got.CallerSPIFFEID)
+		}
+		serial := client.svidSerial()
+		d.mustWard("svid", "revoke", "--serial", serial)
+		revokedAt := time.Now()
+		for {
+			// Fresh connection each time: the handshake must be refused.
+			fresh := client.fresh()
+			err := getJSON(fresh, "https://"+addr+"/", &got)
+			if err != nil {
+				break
+			}
+			if time.Since(revokedAt) > time.Second {
+				t.Fatal("revoked client still accepted after 1s")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Logf("revoked client refused %v after revoke returned", time.Since(revokedAt))
+		checkOpenSSLRevoked(t, d, webDir, serial)
+	})
+
+	t.Run("bad input", func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			args []string
+			want string
+		}{
+			{"unknown team", []string{"service", "create", "x", "--team", "nope"}, "team"},
+			{"bad name", []string{"team", "create", "Bad Name"}, "name"},
+			{"bad level", []string{"service", "create", "y", "--team", "shop", "--level", "L9"}, "level"},
+			{"ttl over 24h", []string{"service", "create", "z", "--team", "shop", "--svid-ttl", "25h"}, "ttl"},
+			{"wrong bootstrap token", []string{"svid", "fetch", "--bootstrap-token", "wardbt_AAAA", "--out", t.TempDir()}, ""},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				_, err := d.ward(tc.args...)
+				var ce *cliError
+				if err == nil || !asCLIError(err, &ce) || ce.code != 1 {
+					t.Fatalf("want exit 1, got %v", err)
+				}
+				if strings.Count(strings.TrimSpace(ce.stderr), "\n") != 0 {
+					t.Fatalf("error is not one line: %q", ce.stderr)
+				}
+				if !strings.Contains(strings.ToLower(ce.stderr), tc.want) {
+					t.Fatalf("stderr %q lacks %q", ce.stderr, tc.want)
+				}
+			})
+		}
+	})
+
+	// Restart on the same directory keeps all state.
+	d.stop()
+	d2 := startDev(t, data)
+	if d2.vars["WARD_ADMIN_TOKEN"] != d.vars["WARD_ADMIN_TOKEN"] {
+		t.Fatal("admin token changed across restart")
+	}
+	out := d2.mustWard("service", "list", "-o", "json")
+	if !strings.Contains(out, `"web"`) || !strings.Contains(out, `"api"`) {
+		t.Fatalf("services lost across restart: %s", out)
+	}
+	d2.mustWard("svid", "renew", "--dir", apiDir)
+}
+
+func asCLIError(err error, target **cliError) bool {
+	ce, ok := err.(*cliError)
+	if ok {
+		*target = ce
+	}
+	return ok
+}
+
+// sdkClient is an HTTP client whose TLS comes from an identity.Source.
+type sdkClient struct {
+	*http.Client
+	src *identity.Source
+}
+
+func newClient(t *testing.T, ctx context.Context, d *devEnv, dir string) *sdkClient {
+	t.Helper()
+	src, err := identity.New(ctx, identity.Config{AuthorityURL: d.vars["WARD_AUTHORITY"], Dir: dir, BundleFile: filepath.Join(dir, "bundle.pem")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = src.Close() })
+	go func() { _ = src.Run(ctx) }()
+	c := &sdkClient{src: src}
+	c.Client = c.fresh().Client
+	return c
+}
+
+func (c *sdkClient) fresh() *sdkClient {
+	return &sdkClient{src: c.src, Client: &http.Client{
+		Timeout:   5 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: c.src.ClientTLSConfig(identity.AuthorizeAny()), DisableKeepAlives: true},
+	}}
+}
+
+func (c *sdkClient) svidSerial() string { return c.src.SVID().Certificates[0].SerialNumber.Text(16) }
+
+func getJSON(c *sdkClient, url string, out any) error {
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		return &cliError{code: resp.StatusCode, stderr: string(b)}
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+

@@ -1,0 +1,211 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/wardsec/ward/internal/authority"
+	"github.com/wardsec/ward/internal/bus"
+	"github.com/wardsec/ward/internal/kms"
+	"github.com/wardsec/ward/internal/store"
+	"github.com/wardsec/ward/internal/telemetry"
+)
+
+// openStore opens the configured store, creating the data directory for a
+// SQLite file.
+func openStore(ctx context.Context, cfg *Config) (*store.Store, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	return store.Open(ctx, cfg.Store.DSN)
+}
+
+// openKMS builds the key-encryption layer. With create, a missing KEK file
+// (or passphrase salt) is generated; otherwise it must exist.
+func openKMS(ctx context.Context, cfg *Config, st *store.Store, create bool) (kms.KMS, error) {
+	if cfg.KMS.PassphraseEnv != "" {
+		pass := os.Getenv(cfg.KMS.PassphraseEnv)
+		if pass == "" {
+			return nil, fmt.Errorf("kms: environment variable %s (kms.passphrase_env) is empty", cfg.KMS.PassphraseEnv)
+		}
+		salt, err := st.GetMeta(ctx, "kek_salt")
+		if errors.Is(err, store.ErrNotFound) && create {
+			salt = make([]byte, 16)
+			if _, err := rand.Read(salt); err != nil {
+				return nil, err
+			}
+			err = st.PutMeta(ctx, "kek_salt", salt)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("kms: passphrase salt: %w", err)
+		}
+		kek, err := kms.DeriveKEK([]byte(pass), salt)
+		if err != nil {
+			return nil, err
+		}
+		return kms.NewLocal(kek)
+	}
+	if _, err := os.Stat(cfg.KMS.KEKFile); errors.Is(err, os.ErrNotExist) && create {
+		if err := kms.GenerateKEKFile(cfg.KMS.KEKFile); err != nil {
+			return nil, err
+		}
+	}
+	kek, err := kms.LoadKEKFile(cfg.KMS.KEKFile)
+	if err != nil {
+		return nil, err
+	}
+	return kms.NewLocal(kek)
+}
+
+// logger builds the process logger from the config.
+func (g *globals) logger(cfg *Config) (*slog.Logger, error) {
+	return telemetry.NewLogger(g.stderr, cfg.Log.Level, cfg.Log.Format)
+}
+
+// lateBus lets the authority be constructed before the bus connection exists
+// (the bus's TLS certificates are issued by that authority). Subscriptions
+// made before attach are replayed on attach; publishing before attach fails.
+type lateBus struct {
+	mu   sync.Mutex
+	conn *bus.Conn
+	subs []*lateSub
+}
+
+type lateSub struct {
+	subject string
+	fn      func(string, []byte)
+	unsub   func() error
+	dead    bool
+}
+
+var _ authority.Bus = (*lateBus)(nil)
+
+func (b *lateBus) Publish(ctx context.Context, subject string, data []byte) error {
+	b.mu.Lock()
+	c := b.conn
+	b.mu.Unlock()
+	if c == nil {
+		return errors.New("bus: not connected yet")
+	}
+	return c.Publish(ctx, subject, data)
+}
+
+func (b *lateBus) Subscribe(subject string, fn func(string, []byte)) (func() error, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := &lateSub{subject: subject, fn: fn}
+	if b.conn != nil {
+		u, err := b.conn.Subscribe(subject, fn)
+		if err != nil {
+			return nil, err
+		}
+		s.unsub = u
+	}
+	b.subs = append(b.subs, s)
+	return func() error {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		s.dead = true
+		if s.unsub != nil {
+			return s.unsub()
+		}
+		return nil
+	}, nil
+}
+
+func (b *lateBus) attach(c *bus.Conn) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.conn = c
+	for _, s := range b.subs {
+		if s.dead || s.unsub != nil {
+			continue
+		}
+		u, err := c.Subscribe(s.subject, s.fn)
+		if err != nil {
+			return err
+		}
+		s.unsub = u
+	}
+	return nil
+}
+
+// componentTLS returns a TLS config presenting a ward component SVID issued
+// by a, re-issued in-process when less than half of its lifetime remains.
+func componentTLS(a *authority.Authority, component string) (*tls.Config, error) {
+	var mu sync.Mutex
+	var cur *tls.Certificate
+	get := func() (*tls.Certificate, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if cur != nil && cur.Leaf != nil {
+			half := cur.Leaf.NotBefore.Add(cur.Leaf.NotAfter.Sub(cur.Leaf.NotBefore) / 2)
+			if time.Now().Before(half) {
+				return cur, nil
+			}
+		}
+		c, err := a.ComponentCertificate(component, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback})
+		if err != nil {
+			return nil, err
+		}
+		if c.Leaf == nil && len(c.Certificate) > 0 {
+			if c.Leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
+				return nil, err
+			}
+		}
+		cur = &c
+		return cur, nil
+	}
+	if _, err := get(); err != nil {
+		return nil, fmt.Errorf("%s certificate: %w", component, err)
+	}
+	roots := func() *x509.CertPool {
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(a.BundlePEM())
+		return pool
+	}
+	td := a.TrustDomain().String()
+	return &tls.Config{
+		MinVersion:           tls.VersionTLS12,
+		GetCertificate:       func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return get() },
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return get() },
+		// Peers on the bus must be ward components of this trust domain;
+		// the chain is verified against the current bundle on every
+		// handshake (including resumed ones).
+		ClientAuth:         tls.RequireAnyClientCert,
+		InsecureSkipVerify: true, // verification is done in VerifyConnection below, against the live bundle
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			return verifyComponentPeer(cs, roots(), td)
+		},
+	}, nil
+}
+
+// verifyComponentPeer checks the peer chain against roots and requires a
+// spiffe://<td>/ward/<component> identity.
+func verifyComponentPeer(cs tls.ConnectionState, roots *x509.CertPool, td string) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("bus: peer presented no certificate")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	leaf := cs.PeerCertificates[0]
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return fmt.Errorf("bus: peer certificate: %w", err)
+	}
+	if len(leaf.URIs) != 1 || leaf.URIs[0].Scheme != "spiffe" || leaf.URIs[0].Host != td || filepath.Dir(leaf.URIs[0].Path) != "/ward" {
+		return errors.New("bus: peer is not a ward component of this trust domain")
+	}
+	return nil
+}
