@@ -77,11 +77,12 @@ func TestTLSAuthorization(t *testing.T) {
 		serverAuth Authorizer
 		client     func() *tls.Config
 		ok         bool
+		clientErr  error // when the client side detects the refusal
 	}{
 		{name: "both authorize", serverAuth: AuthorizeID(apiID), client: func() *tls.Config { return client.ClientTLSConfig(AuthorizeID(webID)) }, ok: true},
 		{name: "nil authorizers mean any", serverAuth: nil, client: func() *tls.Config { return client.ClientTLSConfig(nil) }, ok: true},
 		{name: "server refuses client id", serverAuth: AuthorizeID(webID), client: func() *tls.Config { return client.ClientTLSConfig(AuthorizeAny()) }},
-		{name: "client refuses server id", serverAuth: AuthorizeAny(), client: func() *tls.Config { return client.ClientTLSConfig(AuthorizeID(apiID)) }},
+		{name: "client refuses server id", serverAuth: AuthorizeAny(), client: func() *tls.Config { return client.ClientTLSConfig(AuthorizeID(apiID)) }, clientErr: ErrNotAuthorized},
 		{name: "server refuses other trust domain", serverAuth: AuthorizeMemberOf(spiffeid.RequireTrustDomainFromString("other.test")), client: func() *tls.Config { return client.ClientTLSConfig(nil) }},
 		{name: "client from foreign CA", serverAuth: AuthorizeAny(), client: func() *tls.Config { return rawTLSConfig(foreignSVID) }},
 		{name: "client without certificate", serverAuth: AuthorizeAny(), client: func() *tls.Config { return rawTLSConfig(nil) }},
@@ -98,6 +99,9 @@ func TestTLSAuthorization(t *testing.T) {
 			}
 			if !tc.ok && err == nil {
 				t.Fatal("accepted")
+			}
+			if tc.clientErr != nil && !errors.Is(err, tc.clientErr) {
+				t.Fatalf("got %v, want %v", err, tc.clientErr)
 			}
 		})
 	}

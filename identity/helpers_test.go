@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
@@ -215,4 +216,12 @@ func serialOf(src *Source) string { return src.SVID().Certificates[0].SerialNumb
 func isAuthorityError(err error, status int) bool {
 	var ae *AuthorityError
 	return errors.As(err, &ae) && ae.Status == status
+}
+
+func x509bundleOf(roots ...*fakeauthority.CA) *x509bundle.Bundle {
+	b := x509bundle.New(td)
+	for _, r := range roots {
+		b.AddX509Authority(r.Cert)
+	}
+	return b
 }

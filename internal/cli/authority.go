@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -181,7 +182,23 @@ func startControlPlane(ctx context.Context, cfg *Config, log *slog.Logger, dev b
 		if err != nil {
 			return nil, err
 		}
-		p.nats, err = bus.StartEmbedded(bus.EmbeddedConfig{Host: "127.0.0.1", Port: 0, TLS: natsTLS, StoreDir: filepath.Join(cfg.DataDir, "nats")})
+		// Only ward components of this trust domain may join the bus.
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(p.auth.BundlePEM())
+		td := p.auth.TrustDomain()
+		p.nats, err = bus.StartEmbedded(bus.EmbeddedConfig{
+			Host:      "127.0.0.1",
+			Port:      0,
+			TLS:       natsTLS,
+			ClientCAs: roots,
+			AuthorizeClient: func(id spiffeid.ID) error {
+				if id.TrustDomain() != td || !strings.HasPrefix(id.Path(), "/ward/") {
+					return fmt.Errorf("bus: %s is not a ward component", id)
+				}
+				return nil
+			},
+			StoreDir: filepath.Join(cfg.DataDir, "nats"),
+		})
 		if err != nil {
 			return nil, err
 		}
