@@ -116,8 +116,8 @@ func TestWatchIgnoresForgedAndRolledBackEvents(t *testing.T) {
 		fakeauthority.SignLine(foreign, version+1, "bundle", bundleEvent(version+1, 99)),
 		fakeauthority.SignLine(foreign, version+1, "snapshot", []byte(`{"version":99,"revoked_serials":[]}`)),
 		append(tampered, '\n'),
-		fakeauthority.SignLine(fa.SigningKey(), version, "revocation", revocation(rolled, version)),     // replayed version
-		fakeauthority.SignLine(fa.SigningKey(), 1, "bundle", bundleEvent(1, 99)),                       // old version
+		fakeauthority.SignLine(fa.SigningKey(), version, "revocation", revocation(rolled, version)),        // replayed version
+		fakeauthority.SignLine(fa.SigningKey(), 1, "bundle", bundleEvent(1, 99)),                           // old version
 		fakeauthority.SignLine(fa.SigningKey(), 0, "snapshot", []byte(`{"version":0,"bundle_version":1}`)), // rollback of the snapshot
 		[]byte("not json\n"),
 		[]byte(`{"seq":5,"kind":"revocation","payload":"e30=","sig":"short"}` + "\n"),

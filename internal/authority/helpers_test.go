@@ -49,6 +49,9 @@ type env struct {
 	cancel     context.CancelFunc
 	served     chan error
 	offset     atomic.Int64 // added to the authority's clock
+
+	mu         sync.Mutex
+	transports []*http.Transport
 }
 
 type envOption func(*Config, *tunables)
@@ -145,6 +148,7 @@ func startEnv(t *testing.T, st *store.Store, k kms.KMS, opts ...envOption) *env 
 	e.cancel = cancel
 	go func() { e.served <- a.Serve(ctx, ln) }()
 	t.Cleanup(func() {
+		e.closeClients()
 		cancel()
 		if err := <-e.served; err != nil {
 			t.Errorf("Serve: %v", err)
@@ -176,7 +180,21 @@ func (e *env) client(cert *tls.Certificate) *http.Client {
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
 	}
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}}
+	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}
+	e.mu.Lock()
+	e.transports = append(e.transports, tr)
+	e.mu.Unlock()
+	return &http.Client{Timeout: 10 * time.Second, Transport: tr}
+}
+
+// closeClients closes the idle connections of every client made by
+// client, so that graceful shutdown need not wait for HTTP/2 peers.
+func (e *env) closeClients() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, tr := range e.transports {
+		tr.CloseIdleConnections()
+	}
 }
 
 // do sends a request with an optional bearer token and JSON (or raw []byte)

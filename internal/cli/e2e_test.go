@@ -327,4 +327,3 @@ func getJSON(c *sdkClient, url string, out any) error {
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
 }
-

@@ -57,6 +57,7 @@ type Authority struct {
 	log           [][]byte // lines sent to watchers after their snapshot, in order
 	changed       chan struct{}
 	watchers      int
+	watchConnects int
 	silent        bool
 	failIssue     int
 	failRenew     int
@@ -294,14 +295,16 @@ func (a *Authority) SetSilent(silent bool) {
 
 // Stats are request counters.
 type Stats struct {
-	Issued, Renewed, RenewAttempts, OCSP, Watchers int
+	Issued, Renewed, RenewAttempts, OCSP int
+	Watchers                             int // open watch streams
+	WatchConnects                        int // watch streams ever opened
 }
 
 // Stats returns the counters.
 func (a *Authority) Stats() Stats {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return Stats{Issued: a.issueCount, Renewed: a.renewCount, RenewAttempts: a.renewAttempts, OCSP: a.ocspCount, Watchers: a.watchers}
+	return Stats{Issued: a.issueCount, Renewed: a.renewCount, RenewAttempts: a.renewAttempts, OCSP: a.ocspCount, Watchers: a.watchers, WatchConnects: a.watchConnects}
 }
 
 // Revoke revokes serials and pushes a signed revocation event; it returns
@@ -558,6 +561,7 @@ func (a *Authority) handleWatch(w http.ResponseWriter, r *http.Request) {
 	}
 	a.mu.Lock()
 	a.watchers++
+	a.watchConnects++
 	snap := a.snapshotLocked()
 	next := len(a.log)
 	changed := a.changed
