@@ -19,7 +19,20 @@ import (
 // own SVID moves to the new root.
 func TestBundleRotationViaWatch(t *testing.T) {
 	t.Parallel()
-	fa := startAuthority(t, fakeauthority.Options{SVIDTTL: 4 * time.Second})
+	for _, embed := range []bool{false, true} {
+		name := "signing cert from GET /v1/bundle"
+		if embed {
+			name = "signing cert in the events"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testBundleRotation(t, embed)
+		})
+	}
+}
+
+func testBundleRotation(t *testing.T, embedSigningCert bool) {
+	fa := startAuthority(t, fakeauthority.Options{SVIDTTL: 4 * time.Second, EmbedSigningCert: embedSigningCert})
 	dir := t.TempDir()
 	cfg := sourceConfig(t, fa, webID)
 	cfg.Dir = dir

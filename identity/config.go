@@ -64,26 +64,28 @@ const (
 
 // tuning holds the timings of the background loops. Tests shorten them.
 type tuning struct {
-	backoffMin      time.Duration // first retry delay after a failure
-	backoffMax      time.Duration // retry delay cap
-	minRenewDelay   time.Duration // floor of a scheduled renewal
-	watchIdle       time.Duration // no line for this long: stream is dead (3 heartbeats)
-	signerRefresh   time.Duration // minimum spacing of signing-cert refreshes after a bad signature
-	stapleRetry     time.Duration // retry delay of a failed OCSP fetch
-	stapleDefault   time.Duration // refresh delay when an OCSP response has no NextUpdate
-	watchHealthyFor time.Duration // a stream that lived this long resets the reconnect backoff
+	backoffMin       time.Duration // first retry delay after a failure
+	backoffMax       time.Duration // retry delay cap
+	minRenewDelay    time.Duration // floor of a scheduled renewal
+	watchIdle        time.Duration // no line for this long: stream is dead (3 heartbeats)
+	signerRefresh    time.Duration // minimum spacing of signing-cert refreshes after a bad signature
+	stapleRetry      time.Duration // retry delay of a failed OCSP fetch
+	stapleDefault    time.Duration // refresh delay when an OCSP response has no NextUpdate
+	watchMinInterval time.Duration // minimum spacing of stream starts after a healthy stream
+	reconnectJitter  time.Duration // delay spread of a reconnect after a healthy stream ended
 }
 
 func defaultTuning() tuning {
 	return tuning{
-		backoffMin:      time.Second,
-		backoffMax:      30 * time.Second,
-		minRenewDelay:   100 * time.Millisecond,
-		watchIdle:       45 * time.Second,
-		signerRefresh:   2 * time.Second,
-		stapleRetry:     10 * time.Second,
-		stapleDefault:   time.Hour,
-		watchHealthyFor: 10 * time.Second,
+		backoffMin:       time.Second,
+		backoffMax:       30 * time.Second,
+		minRenewDelay:    100 * time.Millisecond,
+		watchIdle:        45 * time.Second,
+		signerRefresh:    2 * time.Second,
+		stapleRetry:      10 * time.Second,
+		stapleDefault:    time.Hour,
+		watchMinInterval: time.Second,
+		reconnectJitter:  100 * time.Millisecond,
 	}
 }
 

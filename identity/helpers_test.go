@@ -37,7 +37,7 @@ func fastTuning() tuning {
 	t.backoffMax = 500 * time.Millisecond
 	t.signerRefresh = 200 * time.Millisecond
 	t.stapleRetry = 200 * time.Millisecond
-	t.watchHealthyFor = 200 * time.Millisecond
+	t.watchMinInterval = 200 * time.Millisecond
 	return t
 }
 

@@ -16,12 +16,12 @@ import (
 // is back it renews.
 func TestAuthorityDownKeepsLastGoodSVID(t *testing.T) {
 	t.Parallel()
-	fa := startAuthority(t, fakeauthority.Options{SVIDTTL: 6 * time.Second})
+	fa := startAuthority(t, fakeauthority.Options{SVIDTTL: 8 * time.Second})
 	fa.Fail("renew", http.StatusServiceUnavailable)
 	src := newSourceT(t, sourceConfig(t, fa, webID), fastTuning(), true)
 	first := src.SVID()
 
-	eventually(t, 8*time.Second, "three failed renewals", func() bool { return fa.Stats().RenewAttempts >= 3 })
+	eventually(t, 12*time.Second, "three failed renewals", func() bool { return fa.Stats().RenewAttempts >= 3 })
 	if src.SVID() != first {
 		t.Fatal("SVID replaced although every renewal failed")
 	}

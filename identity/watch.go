@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -49,6 +50,7 @@ type snapshotPayload struct {
 	BundlePEM      string   `json:"bundle_pem"`
 	BundleVersion  int64    `json:"bundle_version"`
 	RevokedSerials []string `json:"revoked_serials"`
+	SigningCertPEM string   `json:"signing_cert_pem"` // optional
 }
 
 type revocationPayload struct {
@@ -59,9 +61,10 @@ type revocationPayload struct {
 }
 
 type bundlePayload struct {
-	Version       int64  `json:"version"`
-	BundlePEM     string `json:"bundle_pem"`
-	BundleVersion int64  `json:"bundle_version"`
+	Version        int64  `json:"version"`
+	BundlePEM      string `json:"bundle_pem"`
+	BundleVersion  int64  `json:"bundle_version"`
+	SigningCertPEM string `json:"signing_cert_pem"` // optional
 }
 
 // parseWatchLine parses one NDJSON line. It checks form only; signatures
@@ -164,12 +167,25 @@ func (s *Source) watchLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if healthy && time.Since(started) >= s.tune.watchHealthyFor {
+		var d time.Duration
+		if healthy {
+			// A working stream ended: the authority closes a stream when
+			// the certificate that opened it expires, or when it shuts
+			// down. Reconnect at once (with the current certificate) so
+			// no event waits; the snapshot covers anything missed. Streams
+			// start at most once per watchMinInterval, so a server that
+			// hangs up after every snapshot does not get a hot loop.
 			backoff = 0
+			d = rand.N(s.tune.reconnectJitter + 1)
+			if lived := time.Since(started); lived < s.tune.watchMinInterval {
+				d = max(d, s.tune.watchMinInterval-lived)
+			}
+			s.log.Debug("identity: watch stream ended, reconnecting", "retry_in", d.String(), "error", errString(err))
+		} else {
+			backoff = s.nextBackoff(backoff)
+			d = jitter(backoff)
+			s.log.Warn("identity: watch stream failed, reconnecting", "retry_in", d.String(), "error", errString(err))
 		}
-		backoff = s.nextBackoff(backoff)
-		d := jitter(backoff)
-		s.log.Warn("identity: watch stream ended, reconnecting", "retry_in", d.String(), "error", errString(err))
 		if !sleep(ctx, d) {
 			return
 		}
@@ -288,7 +304,8 @@ func (s *Source) signatureValid(l watchLine) bool {
 	s.mu.Lock()
 	sg := s.signer
 	s.mu.Unlock()
-	return sg != nil && s.now().Before(sg.leaf.NotAfter) && ed25519.Verify(sg.pub, l.payload, l.sig)
+	return sg != nil && s.now().Before(sg.leaf.NotAfter) && s.checkRevoked(sg.chain) == nil &&
+		ed25519.Verify(sg.pub, l.payload, l.sig)
 }
 
 // ensureSigner makes sure a signing certificate that verifies against the
@@ -397,11 +414,36 @@ func (s *Source) applySnapshot(ctx context.Context, l watchLine) error {
 	s.afterRevocations()
 	if changed {
 		s.afterBundleChange()
-		if err := s.refreshSigner(ctx); err != nil {
-			s.log.Warn("identity: signing certificate refresh failed", "error", err.Error())
-		}
 	}
+	s.adoptSigner(ctx, sp.SigningCertPEM, changed)
 	return nil
+}
+
+// adoptSigner installs the signing certificate carried by a verified
+// event (it must still chain to the, possibly new, bundle). Without one,
+// or if it is unusable, the certificate is fetched from GET /v1/bundle
+// when the bundle changed.
+func (s *Source) adoptSigner(ctx context.Context, chainPEM string, bundleChanged bool) {
+	if chainPEM != "" {
+		chain, err := parseCertsPEM([]byte(chainPEM), maxChainCerts)
+		if err == nil {
+			s.mu.Lock()
+			cur := s.signer
+			s.mu.Unlock()
+			if cur != nil && cur.leaf.Equal(chain[0]) {
+				return
+			}
+			if err = s.setSigner(chain); err == nil {
+				return
+			}
+		}
+		s.log.Warn("identity: signing certificate in watch event not usable, fetching it", "error", err.Error())
+	} else if !bundleChanged {
+		return
+	}
+	if err := s.refreshSigner(ctx); err != nil {
+		s.log.Warn("identity: signing certificate refresh failed", "error", err.Error())
+	}
 }
 
 // applyRevocation adds serials to the revoked set.
@@ -480,9 +522,7 @@ func (s *Source) applyBundle(ctx context.Context, l watchLine) error {
 		s.afterBundleChange()
 	}
 	// The signing certificate may have moved to a new root.
-	if err := s.refreshSigner(ctx); err != nil {
-		s.log.Warn("identity: signing certificate refresh failed", "error", err.Error())
-	}
+	s.adoptSigner(ctx, bp.SigningCertPEM, true)
 	return nil
 }
 

@@ -201,3 +201,28 @@ func FuzzParseWatchLine(f *testing.F) {
 		}
 	})
 }
+
+// TestWatchFollowsCertificateLifetime: the authority ends a stream when
+// the certificate that opened it expires; the Source reconnects at once
+// with its current certificate, so revocations keep arriving within a
+// second across those reconnects.
+func TestWatchFollowsCertificateLifetime(t *testing.T) {
+	t.Parallel()
+	fa := startAuthority(t, fakeauthority.Options{SVIDTTL: 2 * time.Second})
+	src := newSourceT(t, sourceConfig(t, fa, webID), defaultTuning(), true)
+	eventually(t, 5*time.Second, "watch stream", func() bool { return fa.Stats().Watchers == 1 })
+	deadline := time.Now().Add(5 * time.Second)
+	for i := int64(1); time.Now().Before(deadline); i++ {
+		serial := big.NewInt(1000 + i)
+		start := time.Now()
+		fa.Revoke(serial)
+		eventually(t, time.Second, "revocation within 1 s", func() bool { return src.Revoked(serial) })
+		if d := time.Since(start); d > 500*time.Millisecond {
+			t.Logf("revocation %d took %s", i, d)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if n := fa.Stats().WatchConnects; n < 2 {
+		t.Fatalf("%d watch connections in 5 s of 2 s certificates, want ≥ 2", n)
+	}
+}

@@ -339,6 +339,12 @@ func TestAdminFlows(t *testing.T) {
 	// Both tokens work.
 	e.fetch(bt.BootstrapToken)
 
+	// The last admin token cannot be revoked.
+	var toks []adminTokenView
+	e.admin("GET", "/v1/admin-tokens", nil, http.StatusOK, &toks)
+	resp, body := e.do(nil, "DELETE", "/v1/admin-tokens/"+toks[0].ID, e.adminToken, nil)
+	wantProblem(t, resp, body, 409, slugConflict)
+
 	big := `{"name":"` + strings.Repeat("a", maxBodySize) + `"}`
 	for _, tc := range []struct {
 		name   string

@@ -197,6 +197,12 @@ func (a *Authority) verifyConnection(cs tls.ConnectionState) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, err := a.verifyChain(ctx, cs.PeerCertificates)
+	switch {
+	case errors.Is(err, errPeerRevoked):
+		a.log.Info("client certificate refused", "serial", serialOf(cs.PeerCertificates[0]), "error", err)
+	case err != nil:
+		a.log.Debug("client certificate refused", "error", err)
+	}
 	return err
 }
 

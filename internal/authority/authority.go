@@ -36,6 +36,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/wardsec/ward/internal/bus"
 	"github.com/wardsec/ward/internal/kms"
 	"github.com/wardsec/ward/internal/store"
 	"github.com/wardsec/ward/internal/telemetry"
@@ -67,9 +68,11 @@ type Bus interface {
 	Subscribe(subject string, fn func(subject string, data []byte)) (func() error, error)
 }
 
-// eventsSubject is internal/bus.SubjectEvents: notifications
-// {"seq":N,"kind":"..."} of the authority's change log.
-const eventsSubject = "ward.v1.events"
+// eventsSubject carries notifications {"seq":N,"kind":"..."} of the
+// authority's change log.
+const eventsSubject = bus.SubjectEvents
+
+var _ Bus = (*bus.Conn)(nil)
 
 // Levels and their default SVID lifetimes.
 var defaultSVIDTTL = map[string]time.Duration{
@@ -98,7 +101,8 @@ type Config struct {
 	// and CRL URLs. Required.
 	PublicURL string
 	// Hostnames are extra DNS names or IP addresses for the serving
-	// certificate; "localhost", 127.0.0.1 and ::1 are always included.
+	// certificate; the host of PublicURL, "localhost", 127.0.0.1 and ::1
+	// are always included.
 	Hostnames []string
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
@@ -160,8 +164,9 @@ type Authority struct {
 	reloadMu sync.Mutex // serializes CA reloads
 	adminMu  sync.Mutex // serializes CA-changing admin operations in this replica
 
-	hub  *hub
-	crls *crlCache
+	hub      *hub
+	crls     *crlCache
+	services sync.Map // name → *store.Service, see service
 
 	handlerOnce sync.Once
 	handler     http.Handler
@@ -200,7 +205,12 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 		}
 		ttls[l] = d
 	}
-	dns, ips, err := splitHostnames(cfg.Hostnames)
+	// The public URL's host is always a SAN, so that clients reach us by it.
+	hosts := cfg.Hostnames
+	if u, err := url.Parse(pub); err == nil && u.Hostname() != "" {
+		hosts = append([]string{u.Hostname()}, hosts...)
+	}
+	dns, ips, err := splitHostnames(hosts)
 	if err != nil {
 		return nil, err
 	}

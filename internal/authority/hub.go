@@ -35,7 +35,7 @@ type watchItem struct {
 }
 
 type watcher struct {
-	ch     chan watchItem
+	ch     chan *watchItem
 	done   chan struct{}
 	serial string // of the watcher's client certificate
 	reason string // why it was dropped (set before done closes)
@@ -100,6 +100,9 @@ func (h *hub) apply(ctx context.Context, seq int64, kind string, payload []byte)
 		if p.CAID != "" {
 			a.applyCARevocation(ctx, p)
 		}
+		if p.Service != "" {
+			a.serviceRevoked(p.Service, p.At)
+		}
 		a.crls.invalidate()
 		revoked := make(map[string]bool, len(p.Serials))
 		for _, s := range p.Serials {
@@ -129,7 +132,7 @@ func (h *hub) broadcast(a *Authority, seq int64, kind string, stored []byte, rev
 		a.log.Error("bad event payload", "seq", seq, "error", err)
 		return
 	}
-	item := watchItem{seq: seq, line: a.signEvent(seq, kind, payload)}
+	item := &watchItem{seq: seq, line: a.signEvent(seq, kind, payload)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for w := range h.watchers {
@@ -156,7 +159,7 @@ func (h *hub) add(serial string) (*watcher, error) {
 	if len(h.watchers) >= h.a.tun.maxWatchers {
 		return nil, errTooManyWatchers
 	}
-	w := &watcher{ch: make(chan watchItem, h.a.tun.watcherBuffer), done: make(chan struct{}), serial: serial}
+	w := &watcher{ch: make(chan *watchItem, h.a.tun.watcherBuffer), done: make(chan struct{}), serial: serial}
 	h.watchers[w] = struct{}{}
 	h.a.metrics.watchers.Inc()
 	return w, nil

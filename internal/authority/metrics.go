@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"errors"
 	"fmt"
 	"math/big"
 	"strconv"
@@ -38,12 +39,36 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Watch streams ended by the authority, by reason (slow, revoked, shutdown).",
 		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.issued, m.revocations, m.watchers, m.watchDrops} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("authority: register metrics: %w", err)
-		}
+	var err error
+	if m.issued, err = register(reg, m.issued); err != nil {
+		return nil, err
+	}
+	if m.revocations, err = register(reg, m.revocations); err != nil {
+		return nil, err
+	}
+	if m.watchers, err = register(reg, m.watchers); err != nil {
+		return nil, err
+	}
+	if m.watchDrops, err = register(reg, m.watchDrops); err != nil {
+		return nil, err
 	}
 	return m, nil
+}
+
+// register registers c, or returns the identical collector already
+// registered (several authorities may share a registry).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	if err == nil {
+		return c, nil
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	return c, fmt.Errorf("authority: register metrics: %w", err)
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }

@@ -12,7 +12,7 @@ import (
 
 // RFC 5280 CRLReason codes used by the authority.
 const (
-	reasonUnspecified = 0
+	reasonUnspecified  = 0
 	reasonCACompromise = 2
 	reasonSuperseded   = 4
 )

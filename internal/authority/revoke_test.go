@@ -2,6 +2,7 @@ package authority
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ed25519"
 	"crypto/x509"
@@ -15,6 +16,7 @@ import (
 
 	"golang.org/x/crypto/ocsp"
 
+	"github.com/wardsec/ward/internal/bus"
 	"github.com/wardsec/ward/internal/ca"
 )
 
@@ -390,38 +392,70 @@ func TestRevokeTeamIntermediate(t *testing.T) {
 	}
 }
 
-// TestReplicasShareEvents runs two replicas on one store, connected by a bus:
-// a revocation on one reaches a watcher of the other.
+// TestReplicasShareEvents runs two replicas on one store, connected by a
+// bus (in memory, and a real embedded NATS): a team created on one issues
+// on the other, and a revocation on one reaches a watcher of the other.
 func TestReplicasShareEvents(t *testing.T) {
-	bus := newMemBus()
-	k := newKMS(t)
-	st, res := initStore(t, t.TempDir(), k)
-	slow := withTunables(func(tu *tunables) { tu.pollInterval = time.Hour }) // the bus, not the poll, must deliver
-	e1 := startEnv(t, st, k, withBus(bus), slow)
-	e1.adminToken = res.AdminToken
-	e2 := startEnv(t, st, k, withBus(bus), slow)
-	e2.adminToken = res.AdminToken
+	for _, tc := range []struct {
+		name string
+		bus  func(t *testing.T) (Bus, Bus)
+	}{
+		{"memory", func(t *testing.T) (Bus, Bus) { b := newMemBus(); return b, b }},
+		{"nats", func(t *testing.T) (Bus, Bus) {
+			srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Host: "127.0.0.1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(srv.Shutdown)
+			conn := func(name string) Bus {
+				c, err := bus.Connect(context.Background(), srv.ClientURL(), nil, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(c.Close)
+				return c
+			}
+			return conn("replica-1"), conn("replica-2")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b1, b2 := tc.bus(t)
+			k := newKMS(t)
+			st, res := initStore(t, t.TempDir(), k)
+			slow := withTunables(func(tu *tunables) { tu.pollInterval = time.Hour }) // the bus, not the poll, must deliver
+			e1 := startEnv(t, st, k, withBus(b1), slow)
+			e1.adminToken = res.AdminToken
+			e2 := startEnv(t, st, k, withBus(b2), slow)
+			e2.adminToken = res.AdminToken
 
-	// A team created on replica 1 issues on replica 2.
-	token := e1.createService("shop", "web", "L2")
-	w := e2.fetch(token)
-	victim := e1.fetch(token)
-	pub, _ := e2.signingKeyOf()
-	ws, err := e2.watch(e2.client(w.tlsCert()), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.close()
-	ws.next(t, 5*time.Second)
+			token := e1.createService("shop", "web", "L2")
+			w := e2.fetch(token)
+			victim := e1.fetch(token)
+			pub, _ := e2.signingKeyOf()
+			ws, err := e2.watch(e2.client(w.tlsCert()), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ws.close()
+			ws.next(t, 5*time.Second)
 
-	e1.admin("POST", "/v1/svids/"+victim.serial()+"/revoke", nil, http.StatusOK, nil)
-	var rp revocationPayload
-	verifyEvent(t, pub, ws.next(t, 2*time.Second), &rp)
-	if !slices.Equal(rp.Serials, []string{victim.serial()}) {
-		t.Fatalf("event %+v", rp)
-	}
-	// Replica 2 refuses the revoked certificate at the handshake too.
-	if _, _, err := e2.try(e2.client(victim.tlsCert()), "GET", "/v1/bundle", "", nil); err == nil {
-		t.Fatal("replica 2 accepted a revoked certificate")
+			start := time.Now()
+			e1.admin("POST", "/v1/svids/"+victim.serial()+"/revoke", nil, http.StatusOK, nil)
+			var rp revocationPayload
+			verifyEvent(t, pub, ws.next(t, 2*time.Second), &rp)
+			t.Logf("revocation on replica 1 reached a watcher of replica 2 in %v", time.Since(start))
+			if !slices.Equal(rp.Serials, []string{victim.serial()}) {
+				t.Fatalf("event %+v", rp)
+			}
+			// Replica 2 refuses the revoked certificate at the handshake too.
+			if _, _, err := e2.try(e2.client(victim.tlsCert()), "GET", "/v1/bundle", "", nil); err == nil {
+				t.Fatal("replica 2 accepted a revoked certificate")
+			}
+			// A root rotation on replica 2 reaches replica 1's bundle.
+			e2.admin("POST", "/v1/cas/rotate", map[string]string{"kind": "root"}, http.StatusCreated, nil)
+			waitFor(t, 2*time.Second, "bundle on replica 1", func() bool {
+				return strings.Count(string(e1.a.BundlePEM()), "BEGIN CERTIFICATE") == 2
+			})
+		})
 	}
 }

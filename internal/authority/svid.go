@@ -36,14 +36,40 @@ type IssuedSVID struct {
 // ErrUnknownService, ErrServiceRevoked, ErrNoActiveCA and internal/ca's
 // ErrCSR* sentinels.
 func (a *Authority) IssueSVID(ctx context.Context, service string, csrDER []byte) (IssuedSVID, error) {
-	svc, err := a.st.GetService(ctx, service)
+	svc, err := a.service(ctx, service)
 	if err != nil {
-		if isNotFound(err) {
-			return IssuedSVID{}, fmt.Errorf("%w: %q", ErrUnknownService, service)
-		}
-		return IssuedSVID{}, fmt.Errorf("authority: %w", err)
+		return IssuedSVID{}, err
 	}
 	return a.issue(ctx, svc, csrDER, "api")
+}
+
+// service returns a registered service: from the cache (team, level and
+// lifetime never change) or the store. Its RevokedAt may be stale; issue
+// checks the store again after persisting a certificate.
+func (a *Authority) service(ctx context.Context, name string) (store.Service, error) {
+	if v, ok := a.services.Load(name); ok {
+		return *v.(*store.Service), nil
+	}
+	svc, err := a.st.GetService(ctx, name)
+	if err != nil {
+		if isNotFound(err) {
+			return store.Service{}, fmt.Errorf("%w: %q", ErrUnknownService, name)
+		}
+		return store.Service{}, fmt.Errorf("authority: %w", err)
+	}
+	a.services.Store(name, &svc)
+	return svc, nil
+}
+
+// serviceRevoked records in the cache that a service was revoked.
+func (a *Authority) serviceRevoked(name string, at time.Time) {
+	if v, ok := a.services.Load(name); ok {
+		svc := *v.(*store.Service)
+		if svc.RevokedAt == nil {
+			svc.RevokedAt = &at
+			a.services.Store(name, &svc)
+		}
+	}
 }
 
 func (a *Authority) issue(ctx context.Context, svc store.Service, csrData []byte, kind string) (IssuedSVID, error) {
@@ -99,6 +125,7 @@ func (a *Authority) issue(ctx context.Context, svc store.Service, csrData []byte
 		return IssuedSVID{}, fmt.Errorf("authority: %w", err)
 	}
 	if cur.RevokedAt != nil {
+		a.serviceRevoked(cur.Name, *cur.RevokedAt)
 		if err := a.st.RevokeCertificate(ctx, serial, *cur.RevokedAt, reasonUnspecified); err != nil {
 			return IssuedSVID{}, fmt.Errorf("authority: %w", err)
 		}
@@ -166,7 +193,7 @@ func (a *Authority) handleSVID(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ctx := r.Context()
-	svc, err := a.st.GetService(ctx, bt.Service)
+	svc, err := a.service(ctx, bt.Service)
 	if err != nil {
 		return err
 	}
@@ -195,9 +222,9 @@ func (a *Authority) handleRenew(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ctx := r.Context()
-	svc, err := a.st.GetService(ctx, name)
+	svc, err := a.service(ctx, name)
 	if err != nil {
-		if isNotFound(err) {
+		if errors.Is(err, ErrUnknownService) {
 			return errForbiddenIdentity(fmt.Sprintf("service %s is not registered", name))
 		}
 		return err

@@ -56,7 +56,7 @@ func TestSVIDIssuance(t *testing.T) {
 	if len(leaf.CRLDistributionPoints) != 1 || leaf.CRLDistributionPoints[0] != e.url+"/crl/"+teams[0].CAID+".crl" {
 		t.Fatalf("CRL DP %v, team CA %s", leaf.CRLDistributionPoints, teams[0].CAID)
 	}
-	if life := leaf.NotAfter.Sub(time.Now()); life > time.Hour || life < 59*time.Minute {
+	if life := time.Until(leaf.NotAfter); life > time.Hour || life < 59*time.Minute {
 		t.Fatalf("L2 lifetime %v", life)
 	}
 	if !s.resp.ExpiresAt.Equal(leaf.NotAfter) || s.resp.Serial != s.serial() {

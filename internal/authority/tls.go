@@ -121,7 +121,7 @@ func (a *Authority) issueOwn(ctx context.Context, id spiffeid.ID, pub crypto.Pub
 	return leaf, iss, nil
 }
 
-func (a *Authority) ocspURL() string          { return a.publicURL + "/ocsp" }
+func (a *Authority) ocspURL() string           { return a.publicURL + "/ocsp" }
 func (a *Authority) crlURL(caID string) string { return a.publicURL + "/crl/" + caID + ".crl" }
 
 // renewServingCert issues a fresh serving certificate and swaps it in; the

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -191,6 +192,22 @@ func (a *Authority) handleRevokeAdminToken(w http.ResponseWriter, r *http.Reques
 	id := r.PathValue("id")
 	if !validID(id) {
 		return errNotFound("no such admin token")
+	}
+	// Never revoke the last working admin token: nobody could make another.
+	list, err := a.st.ListAdminTokens(r.Context())
+	if err != nil {
+		return err
+	}
+	target, admins := false, 0
+	for _, t := range list {
+		if t.RevokedAt != nil || !slices.Contains(t.Roles, roleAdmin) {
+			continue
+		}
+		admins++
+		target = target || t.ID == id
+	}
+	if target && admins == 1 {
+		return errConflict("this is the last admin token with role admin; create another one first")
 	}
 	at := a.now().UTC()
 	if err := a.st.RevokeAdminToken(r.Context(), id, at); err != nil {

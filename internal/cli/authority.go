@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -182,21 +181,14 @@ func startControlPlane(ctx context.Context, cfg *Config, log *slog.Logger, dev b
 		if err != nil {
 			return nil, err
 		}
-		// Only ward components of this trust domain may join the bus.
-		roots := x509.NewCertPool()
-		roots.AppendCertsFromPEM(p.auth.BundlePEM())
-		td := p.auth.TrustDomain()
+		// Only ward components of this trust domain may join the bus:
+		// natsTLS requires a client certificate and verifies it in
+		// VerifyConnection against the live trust bundle (so a root
+		// rotation needs no restart), requiring spiffe://<td>/ward/….
 		p.nats, err = bus.StartEmbedded(bus.EmbeddedConfig{
-			Host:      "127.0.0.1",
-			Port:      0,
-			TLS:       natsTLS,
-			ClientCAs: roots,
-			AuthorizeClient: func(id spiffeid.ID) error {
-				if id.TrustDomain() != td || !strings.HasPrefix(id.Path(), "/ward/") {
-					return fmt.Errorf("bus: %s is not a ward component", id)
-				}
-				return nil
-			},
+			Host:     "127.0.0.1",
+			Port:     0,
+			TLS:      natsTLS,
 			StoreDir: filepath.Join(cfg.DataDir, "nats"),
 		})
 		if err != nil {

@@ -123,7 +123,7 @@ func runDev(ctx context.Context, g *globals, cfg *Config) error {
 func (p *controlPlane) syncBundleFile(ctx context.Context) error {
 	path := bundlePath(p.cfg)
 	last := p.auth.BundlePEM()
-	t := time.NewTicker(2 * time.Second)
+	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {

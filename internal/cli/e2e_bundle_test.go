@@ -17,10 +17,10 @@ import (
 )
 
 type caRow struct {
-	ID       string `json:"id"`
-	Kind     string `json:"kind"`
-	Team     string `json:"team"`
-	ParentID string `json:"parent_id"`
+	ID          string `json:"id"`
+	Kind        string `json:"kind"`
+	Team        string `json:"team"`
+	ParentID    string `json:"parent_id"`
 	State       string `json:"state"`
 	Fingerprint string `json:"fingerprint"`
 }
@@ -121,11 +121,12 @@ func TestRootRotationNoFailedHandshakes(t *testing.T) {
 	waitFor(t, 5*time.Second, "SDKs see the new root in their bundle", func() bool {
 		return bundleHas(server, rotated.ID, d) && bundleHas(client.src, rotated.ID, d)
 	})
-	time.Sleep(time.Second)
+	// Clients of the authority (here: the CLI, via dev's bundle.pem) must
+	// hold the new root too before it is activated.
+	newRootCert := rootCert(t, d, rotated.ID)
 
 	// Phase 2: activate. Renewals move to the new root.
 	d.mustWard("ca", "activate", rotated.ID)
-	newRootCert := rootCert(t, d, rotated.ID)
 	waitFor(t, 10*time.Second, "both SDKs renewed onto the new root", func() bool {
 		return chainsTo(server, newRootCert) && chainsTo(client.src, newRootCert)
 	})

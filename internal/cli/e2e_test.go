@@ -3,6 +3,8 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -18,6 +20,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/wardsec/ward/identity"
+	"github.com/wardsec/ward/internal/bus"
 )
 
 // devEnv is a running `ward dev` (in-process, real listeners) and the
@@ -236,6 +239,37 @@ func TestDevEndToEnd(t *testing.T) {
 		}
 		t.Logf("revoked client refused %v after revoke returned", time.Since(revokedAt))
 		checkOpenSSLRevoked(t, d, webDir, serial)
+	})
+
+	t.Run("bus admits only ward components", func(t *testing.T) {
+		svid, err := x509svid.Load(filepath.Join(apiDir, "svid.pem"), filepath.Join(apiDir, "svid.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots, err := loadPEMCerts(d.vars["WARD_CA_BUNDLE"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		for _, r := range roots {
+			pool.AddCert(r)
+		}
+		cert := tls.Certificate{PrivateKey: svid.PrivateKey, Leaf: svid.Certificates[0]}
+		for _, c := range svid.Certificates {
+			cert.Certificate = append(cert.Certificate, c.Raw)
+		}
+		for name, conf := range map[string]*tls.Config{
+			"no client certificate": {RootCAs: pool, MinVersion: tls.VersionTLS12},
+			"service SVID":          {RootCAs: pool, MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}},
+		} {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			conn, err := bus.Connect(ctx, d.vars["WARD_NATS_URL"], conf, "intruder")
+			cancel()
+			if err == nil {
+				conn.Close()
+				t.Fatalf("%s: connected to the bus", name)
+			}
+		}
 	})
 
 	t.Run("bad input", func(t *testing.T) {

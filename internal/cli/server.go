@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -145,10 +146,11 @@ func (b *lateBus) attach(c *bus.Conn) error {
 func componentTLS(a *authority.Authority, component string) (*tls.Config, error) {
 	var mu sync.Mutex
 	var cur *tls.Certificate
+	serving := a.ServerTLSConfig()
 	get := func() (*tls.Certificate, error) {
 		mu.Lock()
 		defer mu.Unlock()
-		if cur != nil && cur.Leaf != nil {
+		if cur != nil && cur.Leaf != nil && sameIssuerAsServing(cur.Leaf, serving) {
 			half := cur.Leaf.NotBefore.Add(cur.Leaf.NotAfter.Sub(cur.Leaf.NotBefore) / 2)
 			if time.Now().Before(half) {
 				return cur, nil
@@ -208,4 +210,25 @@ func verifyComponentPeer(cs tls.ConnectionState, roots *x509.CertPool, td string
 		return errors.New("bus: peer is not a ward component of this trust domain")
 	}
 	return nil
+}
+
+// sameIssuerAsServing reports whether leaf was issued by the intermediate
+// that issued the authority's current serving certificate, i.e. the active
+// default intermediate. After a CA rotation it is false, and component
+// certificates move to the new hierarchy at their next handshake.
+func sameIssuerAsServing(leaf *x509.Certificate, serving *tls.Config) bool {
+	if serving == nil || serving.GetCertificate == nil {
+		return true
+	}
+	sc, err := serving.GetCertificate(&tls.ClientHelloInfo{})
+	if err != nil || sc == nil || len(sc.Certificate) == 0 {
+		return true
+	}
+	sl := sc.Leaf
+	if sl == nil {
+		if sl, err = x509.ParseCertificate(sc.Certificate[0]); err != nil {
+			return true
+		}
+	}
+	return bytes.Equal(sl.AuthorityKeyId, leaf.AuthorityKeyId)
 }

@@ -31,6 +31,10 @@ type Options struct {
 	SVIDTTL      time.Duration        // default 1h
 	Heartbeat    time.Duration        // default 15s
 	OCSPValidity time.Duration        // default 1h
+	// EmbedSigningCert adds signing_cert_pem to snapshot and bundle
+	// payloads (as the real authority does); without it watchers must
+	// fetch the signing certificate from GET /v1/bundle.
+	EmbedSigningCert bool
 }
 
 // Authority is a running fake authority.
@@ -356,9 +360,13 @@ func (a *Authority) PublishBundle(roots ...*x509.Certificate) int64 {
 	a.roots = append([]*x509.Certificate(nil), roots...)
 	a.bundleVersion++
 	a.seq++
-	payload, _ := json.Marshal(map[string]any{
+	p := map[string]any{
 		"bundle_pem": string(EncodePEM(roots...)), "bundle_version": a.bundleVersion, "version": a.seq,
-	})
+	}
+	if a.opts.EmbedSigningCert {
+		p["signing_cert_pem"] = string(EncodePEM(a.signChain...))
+	}
+	payload, _ := json.Marshal(p)
 	a.appendLocked(SignLine(a.signKey, a.seq, "bundle", payload))
 	return a.seq
 }
@@ -531,10 +539,14 @@ func (a *Authority) snapshotLocked() []byte {
 	for s := range a.revoked {
 		serials = append(serials, s)
 	}
-	payload, _ := json.Marshal(map[string]any{
+	p := map[string]any{
 		"version": a.seq, "bundle_pem": string(EncodePEM(a.roots...)), "bundle_version": a.bundleVersion,
 		"revoked_serials": serials,
-	})
+	}
+	if a.opts.EmbedSigningCert {
+		p["signing_cert_pem"] = string(EncodePEM(a.signChain...))
+	}
+	payload, _ := json.Marshal(p)
 	return SignLine(a.signKey, a.seq, "snapshot", payload)
 }
 
@@ -579,9 +591,15 @@ func (a *Authority) handleWatch(w http.ResponseWriter, r *http.Request) {
 	fl.Flush()
 	hb := time.NewTicker(a.opts.Heartbeat)
 	defer hb.Stop()
+	// Like the real authority: a stream lasts no longer than the
+	// certificate that opened it.
+	expiry := time.NewTimer(time.Until(r.TLS.PeerCertificates[0].NotAfter))
+	defer expiry.Stop()
 	for {
 		var out [][]byte
 		select {
+		case <-expiry.C:
+			return
 		case <-r.Context().Done():
 			return
 		case <-a.closing:
