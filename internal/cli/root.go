@@ -71,7 +71,7 @@ func newRoot(g *globals) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "ward",
 		Short:         "Zero-trust security for microservices",
-		Long:          "ward runs the control plane (CA, tokens, catalogue, policy), the edge gateway, the node agent and the developer environment.\nSee docs/ for concepts, operations and reference.",
+		Long:          "ward is zero-trust security for microservices. This build runs the authority (private CA, short-lived\nSPIFFE certificates, revocation pushed to SDKs) and the developer environment (ward dev).\nSee docs/ for concepts, operations and reference.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
