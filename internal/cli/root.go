@@ -101,6 +101,7 @@ func newRoot(g *globals) *cobra.Command {
 		newCACmd(g),
 		newAdminTokenCmd(g),
 		newWhoamiCmd(g),
+		newCallCmd(g),
 	)
 	return root
 }
