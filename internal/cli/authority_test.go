@@ -82,7 +82,9 @@ func TestAuthorityInitAndRun(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			logs := &syncBuffer{}
 			done := make(chan int, 1)
-			go func() { done <- run(ctx, []string{"authority", "run", "--config", cfgPath}, nil, &bytes.Buffer{}, logs) }()
+			go func() {
+				done <- run(ctx, []string{"authority", "run", "--config", cfgPath}, nil, &bytes.Buffer{}, logs)
+			}()
 			defer func() {
 				cancel()
 				select {
