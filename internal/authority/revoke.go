@@ -191,16 +191,11 @@ func (a *Authority) handleRevokeCA(w http.ResponseWriter, r *http.Request, p *pr
 		return err
 	}
 	ctx := r.Context()
-	a.adminMu.Lock()
-	defer a.adminMu.Unlock()
-	if err := a.reloadCAs(ctx); err != nil {
+	st, e, unlock, err := a.lockCA(ctx, id)
+	if err != nil {
 		return err
 	}
-	st := a.cas.Load()
-	e := st.byID[id]
-	if e == nil {
-		return errNotFound(fmt.Sprintf("CA %s does not exist", quote(id)))
-	}
+	defer unlock()
 	if e.Kind != store.CAKindIntermediate || e.Team == "" {
 		return errConflict("only team intermediates can be revoked; roots and the authority's own intermediate are replaced by rotation")
 	}

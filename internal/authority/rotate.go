@@ -173,16 +173,11 @@ func (a *Authority) handleActivate(w http.ResponseWriter, r *http.Request, p *pr
 	}
 	id := r.PathValue("id")
 	ctx := r.Context()
-	a.adminMu.Lock()
-	defer a.adminMu.Unlock()
-	if err := a.reloadCAs(ctx); err != nil {
+	st, e, unlock, err := a.lockCA(ctx, id)
+	if err != nil {
 		return err
 	}
-	st := a.cas.Load()
-	e := st.byID[id]
-	if e == nil {
-		return errNotFound(fmt.Sprintf("CA %s does not exist", quote(id)))
-	}
+	defer unlock()
 	switch e.State {
 	case store.CAStateActive:
 		return writeJSON(w, http.StatusOK, viewCA(e))
@@ -286,16 +281,11 @@ func (a *Authority) handleRetire(w http.ResponseWriter, r *http.Request, p *prin
 	}
 	id := r.PathValue("id")
 	ctx := r.Context()
-	a.adminMu.Lock()
-	defer a.adminMu.Unlock()
-	if err := a.reloadCAs(ctx); err != nil {
+	st, e, unlock, err := a.lockCA(ctx, id)
+	if err != nil {
 		return err
 	}
-	st := a.cas.Load()
-	e := st.byID[id]
-	if e == nil {
-		return errNotFound(fmt.Sprintf("CA %s does not exist", quote(id)))
-	}
+	defer unlock()
 	switch e.State {
 	case store.CAStateRetired:
 		return writeJSON(w, http.StatusOK, viewCA(e))
@@ -380,4 +370,20 @@ func (a *Authority) bumpBundle(ctx context.Context) error {
 		SigningCertPEM: string(a.signing.Load().chainPEM),
 	})
 	return err
+}
+
+// lockCA takes the admin lock, reloads the CA state from the store and
+// returns it with the CA named id; the caller must call unlock.
+func (a *Authority) lockCA(ctx context.Context, id string) (st *caState, e *caEntry, unlock func(), err error) {
+	a.adminMu.Lock()
+	if err := a.reloadCAs(ctx); err != nil {
+		a.adminMu.Unlock()
+		return nil, nil, nil, err
+	}
+	st = a.cas.Load()
+	if e = st.byID[id]; e == nil {
+		a.adminMu.Unlock()
+		return nil, nil, nil, errNotFound(fmt.Sprintf("CA %s does not exist", quote(id)))
+	}
+	return st, e, a.adminMu.Unlock, nil
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -59,12 +58,7 @@ func TestRootRotationNoFailedHandshakes(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	server, err := identity.New(ctx, identity.Config{AuthorityURL: d.vars["WARD_AUTHORITY"], Dir: serverDir, BundleFile: filepath.Join(serverDir, "bundle.pem")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
-	go func() { _ = server.Run(ctx) }()
+	server := runSource(t, ctx, d, serverDir)
 	addr := serveWhoami(t, ctx, server)
 	client := newClient(t, ctx, d, clientDir)
 

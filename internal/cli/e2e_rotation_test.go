@@ -4,13 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/wardsec/ward/identity"
 )
 
 // TestRotationNoFailedRequests runs continuous mTLS requests between an SDK
@@ -27,12 +24,7 @@ func TestRotationNoFailedRequests(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	server, err := identity.New(ctx, identity.Config{AuthorityURL: d.vars["WARD_AUTHORITY"], Dir: serverDir, BundleFile: filepath.Join(serverDir, "bundle.pem")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
-	go func() { _ = server.Run(ctx) }()
+	server := runSource(t, ctx, d, serverDir)
 	addr := serveWhoami(t, ctx, server)
 	client := newClient(t, ctx, d, clientDir)
 

@@ -204,12 +204,7 @@ func TestDevEndToEnd(t *testing.T) {
 	t.Run("whoami and revocation within one second", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		server, err := identity.New(ctx, identity.Config{AuthorityURL: d.vars["WARD_AUTHORITY"], Dir: apiDir, BundleFile: filepath.Join(apiDir, "bundle.pem")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer server.Close()
-		go func() { _ = server.Run(ctx) }()
+		server := runSource(t, ctx, d, apiDir)
 		addr := serveWhoami(t, ctx, server)
 
 		client := newClient(t, ctx, d, webDir)
@@ -321,6 +316,20 @@ func asCLIError(err error, target **cliError) bool {
 	return ok
 }
 
+// runSource starts an identity.Source on the SVID directory dir (as
+// written by `ward svid fetch`), renewing against the dev authority until
+// ctx ends; it is closed when the test ends.
+func runSource(t *testing.T, ctx context.Context, d *devEnv, dir string) *identity.Source {
+	t.Helper()
+	src, err := identity.New(ctx, identity.Config{AuthorityURL: d.vars["WARD_AUTHORITY"], Dir: dir, BundleFile: filepath.Join(dir, "bundle.pem")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = src.Close() })
+	go func() { _ = src.Run(ctx) }()
+	return src
+}
+
 // sdkClient is an HTTP client whose TLS comes from an identity.Source.
 type sdkClient struct {
 	*http.Client
@@ -329,13 +338,7 @@ type sdkClient struct {
 
 func newClient(t *testing.T, ctx context.Context, d *devEnv, dir string) *sdkClient {
 	t.Helper()
-	src, err := identity.New(ctx, identity.Config{AuthorityURL: d.vars["WARD_AUTHORITY"], Dir: dir, BundleFile: filepath.Join(dir, "bundle.pem")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = src.Close() })
-	go func() { _ = src.Run(ctx) }()
-	c := &sdkClient{src: src}
+	c := &sdkClient{src: runSource(t, ctx, d, dir)}
 	c.Client = c.fresh().Client
 	return c
 }
