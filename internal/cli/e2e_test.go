@@ -19,6 +19,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"golang.org/x/crypto/ocsp"
+
 	"github.com/wardsec/ward/identity"
 	"github.com/wardsec/ward/internal/bus"
 )
@@ -217,6 +219,26 @@ func TestDevEndToEnd(t *testing.T) {
 		if got.CallerSPIFFEID != "spiffe://ward.test/svc/web" {
 			t.Fatalf("caller %q", got.CallerSPIFFEID)
 		}
+		// The server staples its own OCSP response (fetched from the
+		// authority after issuance) to its handshakes.
+		waitFor(t, 5*time.Second, "an OCSP staple from whoami", func() bool {
+			conn, err := tls.Dial("tcp", addr, client.src.ClientTLSConfig(identity.AuthorizeAny()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			staple := conn.ConnectionState().OCSPResponse
+			if len(staple) == 0 {
+				return false
+			}
+			chain := server.SVID().Certificates
+			resp, err := ocsp.ParseResponseForCert(staple, chain[0], chain[1])
+			if err != nil {
+				t.Fatalf("staple: %v", err)
+			}
+			return resp.Status == ocsp.Good
+		})
+
 		serial := client.svidSerial()
 		d.mustWard("svid", "revoke", "--serial", serial)
 		revokedAt := time.Now()
