@@ -1,5 +1,5 @@
-// Command ward is the single binary of ward: control plane, edge, node agent,
-// sidecar and the developer environment. All wiring lives in internal/cli.
+// Command ward is the single binary of ward (today: the authority and the
+// developer environment). All wiring lives in internal/cli.
 package main
 
 import (

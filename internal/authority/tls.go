@@ -354,3 +354,12 @@ func validDNSName(h string) bool {
 	}
 	return true
 }
+
+// RevokeSuperseded revokes a component certificate that its holder has
+// replaced (reason superseded), so that nothing live is left chaining to a
+// CA being rotated out. Revoking an already revoked or unknown serial is an
+// error only for unknown ones.
+func (a *Authority) RevokeSuperseded(ctx context.Context, cert *x509.Certificate) error {
+	_, err := a.revokeSerials(ctx, []string{ca.SerialHex(cert.SerialNumber)}, reasonSuperseded, false)
+	return err
+}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -118,6 +119,9 @@ type controlPlane struct {
 	conn   *bus.Conn
 	ln     net.Listener
 	busURL string
+	// components are the in-process SVIDs of ward's own parts (bus client,
+	// embedded NATS server), refreshed in the background.
+	components []*componentCert
 }
 
 // startControlPlane opens the store and KMS, loads the authority, connects
@@ -171,13 +175,17 @@ func startControlPlane(ctx context.Context, cfg *Config, log *slog.Logger, dev b
 	if err != nil {
 		return nil, err
 	}
-	busTLS, err := componentTLS(p.auth, "authority")
+	serving := p.auth.ServerTLSConfig()
+	p.components = []*componentCert{{a: p.auth, name: "authority", serving: serving}}
+	busTLS, err := componentTLS(p.components[0])
 	if err != nil {
 		return nil, err
 	}
 	url := cfg.Bus.URL
 	if dev || url == "" {
-		natsTLS, err := componentTLS(p.auth, "nats")
+		natsCert := &componentCert{a: p.auth, name: "nats", serving: serving}
+		p.components = append(p.components, natsCert)
+		natsTLS, err := componentTLS(natsCert)
 		if err != nil {
 			return nil, err
 		}
@@ -225,6 +233,9 @@ func (p *controlPlane) run(ctx context.Context) error {
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return p.auth.Serve(ctx, p.ln) })
 	eg.Go(func() error { return p.syncBundleFile(ctx) })
+	for _, c := range p.components {
+		eg.Go(func() error { return c.refresh(ctx, 5*time.Second, p.log) })
+	}
 	return eg.Wait()
 }
 

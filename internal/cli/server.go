@@ -141,36 +141,74 @@ func (b *lateBus) attach(c *bus.Conn) error {
 	return nil
 }
 
-// componentTLS returns a TLS config presenting a ward component SVID issued
-// by a, re-issued in-process when less than half of its lifetime remains.
-func componentTLS(a *authority.Authority, component string) (*tls.Config, error) {
-	var mu sync.Mutex
-	var cur *tls.Certificate
-	serving := a.ServerTLSConfig()
-	get := func() (*tls.Certificate, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if cur != nil && cur.Leaf != nil && sameIssuerAsServing(cur.Leaf, serving) {
-			half := cur.Leaf.NotBefore.Add(cur.Leaf.NotAfter.Sub(cur.Leaf.NotBefore) / 2)
-			if time.Now().Before(half) {
-				return cur, nil
-			}
+// componentCert is a ward component's SVID (spiffe://<td>/ward/<name>)
+// issued in-process by the authority. It is re-issued when half of its
+// lifetime has passed or when the authority's own intermediate changed (CA
+// rotation); the replaced certificate is revoked as superseded, so that a
+// retiring CA is left with nothing live chaining to it.
+type componentCert struct {
+	a       *authority.Authority
+	name    string
+	serving *tls.Config
+
+	mu  sync.Mutex
+	cur *tls.Certificate
+}
+
+func (c *componentCert) get() (*tls.Certificate, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur != nil && sameIssuerAsServing(c.cur.Leaf, c.serving) {
+		half := c.cur.Leaf.NotBefore.Add(c.cur.Leaf.NotAfter.Sub(c.cur.Leaf.NotBefore) / 2)
+		if time.Now().Before(half) {
+			return c.cur, nil
 		}
-		c, err := a.ComponentCertificate(component, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback})
-		if err != nil {
+	}
+	next, err := c.a.ComponentCertificate(c.name, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback})
+	if err != nil {
+		return nil, err
+	}
+	if next.Leaf == nil {
+		if next.Leaf, err = x509.ParseCertificate(next.Certificate[0]); err != nil {
 			return nil, err
 		}
-		if c.Leaf == nil && len(c.Certificate) > 0 {
-			if c.Leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
-				return nil, err
+	}
+	if old := c.cur; old != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := c.a.RevokeSuperseded(ctx, old.Leaf); err != nil {
+			return nil, fmt.Errorf("%s certificate: revoke superseded: %w", c.name, err)
+		}
+	}
+	c.cur = &next
+	return c.cur, nil
+}
+
+// refresh re-checks the certificate every interval, so that a long-lived
+// connection's endpoint (the embedded NATS server) moves to a rotated CA
+// without waiting for a new handshake.
+func (c *componentCert) refresh(ctx context.Context, interval time.Duration, log *slog.Logger) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if _, err := c.get(); err != nil {
+				log.Warn("component certificate refresh failed", "component", c.name, "error", err)
 			}
 		}
-		cur = &c
-		return cur, nil
 	}
-	if _, err := get(); err != nil {
-		return nil, fmt.Errorf("%s certificate: %w", component, err)
+}
+
+// componentTLS returns a TLS config presenting the component certificate c
+// for both server and client use.
+func componentTLS(c *componentCert) (*tls.Config, error) {
+	if _, err := c.get(); err != nil {
+		return nil, fmt.Errorf("%s certificate: %w", c.name, err)
 	}
+	a := c.a
 	roots := func() *x509.CertPool {
 		pool := x509.NewCertPool()
 		pool.AppendCertsFromPEM(a.BundlePEM())
@@ -179,8 +217,8 @@ func componentTLS(a *authority.Authority, component string) (*tls.Config, error)
 	td := a.TrustDomain().String()
 	return &tls.Config{
 		MinVersion:           tls.VersionTLS12,
-		GetCertificate:       func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return get() },
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return get() },
+		GetCertificate:       func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c.get() },
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return c.get() },
 		// Peers on the bus must be ward components of this trust domain;
 		// the chain is verified against the current bundle on every
 		// handshake (including resumed ones).
