@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -203,6 +204,11 @@ func startControlPlane(ctx context.Context, cfg *Config, log *slog.Logger, dev b
 			return nil, err
 		}
 		url = p.nats.ClientURL()
+	} else if plain, err := plaintextBusOK(url); err != nil {
+		return nil, err
+	} else if plain {
+		log.Warn("bus: plaintext NATS connection (allowed on loopback only); use tls:// in production", "url", url)
+		busTLS = nil
 	} else if cfg.Bus.CAFile != "" {
 		data, err := os.ReadFile(cfg.Bus.CAFile)
 		if err != nil {
@@ -251,5 +257,28 @@ func (p *controlPlane) close() {
 	}
 	if p.store != nil {
 		_ = p.store.Close()
+	}
+}
+
+// plaintextBusOK reports whether url asks for a plaintext NATS connection
+// (nats://), which is refused unless the host is a loopback address: the bus
+// carries the authority's change notifications and must not be spoofable
+// from the network.
+func plaintextBusOK(raw string) (bool, error) {
+	u, err := neturl.Parse(raw)
+	if err != nil {
+		return false, fmt.Errorf("bus.url: %w", err)
+	}
+	switch u.Scheme {
+	case "tls":
+		return false, nil
+	case "nats":
+		host := u.Hostname()
+		if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+			return true, nil
+		}
+		return false, fmt.Errorf("bus.url %s: plaintext nats:// is allowed only on loopback; use tls://", u.Redacted())
+	default:
+		return false, fmt.Errorf("bus.url %s: scheme must be tls:// (or nats:// on loopback)", u.Redacted())
 	}
 }

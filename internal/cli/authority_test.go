@@ -79,34 +79,8 @@ func TestAuthorityInitAndRun(t *testing.T) {
 				t.Fatalf("second init: %d %q", code, errb.String())
 			}
 
-			ctx, cancel := context.WithCancel(context.Background())
 			logs := &syncBuffer{}
-			done := make(chan int, 1)
-			go func() {
-				done <- run(ctx, []string{"authority", "run", "--config", cfgPath}, nil, &bytes.Buffer{}, logs)
-			}()
-			defer func() {
-				cancel()
-				select {
-				case <-done:
-				case <-time.After(10 * time.Second):
-					t.Error("authority run did not stop")
-				}
-			}()
-			addrRe := regexp.MustCompile(`"msg":"authority serving","addr":"([0-9.:]+)"`)
-			var addr string
-			waitFor(t, 20*time.Second, "authority serving", func() bool {
-				select {
-				case code := <-done:
-					t.Fatalf("authority run exited %d: %s", code, logs.String())
-				default:
-				}
-				m := addrRe.FindStringSubmatch(logs.String())
-				if m != nil {
-					addr = m[1]
-				}
-				return addr != ""
-			})
+			addr := startAuthorityRunLogs(t, cfgPath, logs)
 			d := &devEnv{t: t, vars: map[string]string{
 				"WARD_AUTHORITY":   "https://" + addr,
 				"WARD_CA_BUNDLE":   filepath.Join(dir, "bundle.pem"),
@@ -128,4 +102,123 @@ func TestAuthorityInitAndRun(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestPlaintextBusOK(t *testing.T) {
+	for _, tc := range []struct {
+		url       string
+		plain, ok bool
+	}{
+		{"tls://nats.example:4222", false, true},
+		{"nats://127.0.0.1:4222", true, true},
+		{"nats://localhost:4222", true, true},
+		{"nats://[::1]:4222", true, true},
+		{"nats://10.0.0.5:4222", false, false},
+		{"nats://nats.example:4222", false, false},
+		{"http://127.0.0.1:4222", false, false},
+		{"://bad", false, false},
+	} {
+		t.Run(tc.url, func(t *testing.T) {
+			plain, err := plaintextBusOK(tc.url)
+			if plain != tc.plain || (err == nil) != tc.ok {
+				t.Fatalf("plaintextBusOK(%q) = %v, %v", tc.url, plain, err)
+			}
+		})
+	}
+}
+
+// startAuthorityRun runs `ward authority run --config cfgPath` in-process
+// and returns its address once it serves.
+func startAuthorityRun(t *testing.T, cfgPath string) string {
+	t.Helper()
+	return startAuthorityRunLogs(t, cfgPath, &syncBuffer{})
+}
+
+func startAuthorityRunLogs(t *testing.T, cfgPath string, logs *syncBuffer) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"authority", "run", "--config", cfgPath}, nil, &bytes.Buffer{}, logs) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("authority run did not stop")
+		}
+	})
+	addrRe := regexp.MustCompile(`"msg":"authority serving","addr":"([0-9.:]+)"`)
+	var addr string
+	waitFor(t, 20*time.Second, "authority serving", func() bool {
+		select {
+		case code := <-done:
+			t.Fatalf("authority run exited %d: %s", code, logs.String())
+		default:
+		}
+		if m := addrRe.FindStringSubmatch(logs.String()); m != nil {
+			addr = m[1]
+		}
+		return addr != ""
+	})
+	return addr
+}
+
+// TestReplicasOverExternalBus runs two authority replicas on one store,
+// joined by an external NATS server: a revocation made on replica A reaches
+// an SDK watching replica B within a second.
+func TestReplicasOverExternalBus(t *testing.T) {
+	natsURL := os.Getenv("WARD_TEST_NATS_URL")
+	if natsURL == "" {
+		t.Skip("WARD_TEST_NATS_URL not set; e.g. nats://127.0.0.1:4222")
+	}
+	dir := t.TempDir()
+	cfg := "trust_domain: replicas.test\ndata_dir: " + dir + "\nauthority:\n  listen: 127.0.0.1:0\nbus:\n  url: " + natsURL + "\n"
+	cfgPath := filepath.Join(dir, "authority.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run(t.Context(), []string{"authority", "init", "--config", cfgPath, "-o", "json"}, nil, &out, &errb); code != 0 {
+		t.Fatalf("init: %d %s", code, errb.String())
+	}
+	var res map[string]string
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatal(err)
+	}
+	addrA, addrB := startAuthorityRun(t, cfgPath), startAuthorityRun(t, cfgPath)
+	env := func(addr string) *devEnv {
+		return &devEnv{t: t, vars: map[string]string{
+			"WARD_AUTHORITY":   "https://" + addr,
+			"WARD_CA_BUNDLE":   filepath.Join(dir, "bundle.pem"),
+			"WARD_ADMIN_TOKEN": res["admin_token"],
+		}}
+	}
+	a, b := env(addrA), env(addrB)
+	a.mustWard("team", "create", "shop")
+	fetch := func(name string) string {
+		var created map[string]any
+		if err := json.Unmarshal([]byte(a.mustWard("service", "create", name, "--team", "shop", "-o", "json")), &created); err != nil {
+			t.Fatal(err)
+		}
+		svidDir := filepath.Join(t.TempDir(), name)
+		a.mustWard("svid", "fetch", "--bootstrap-token", created["bootstrap_token"].(string), "--out", svidDir)
+		return svidDir
+	}
+	serverDir, clientDir := fetch("api"), fetch("web")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	server := runSource(t, ctx, b, serverDir) // watches replica B
+	addr := serveWhoami(t, ctx, server)
+	client := newClient(t, ctx, a, clientDir)
+	var got map[string]any
+	if err := getJSON(client, "https://"+addr+"/", &got); err != nil {
+		t.Fatal(err)
+	}
+	a.mustWard("svid", "revoke", "--serial", client.svidSerial()) // on replica A
+	revokedAt := time.Now()
+	waitFor(t, time.Second, "replica B's watcher refuses the revoked client", func() bool {
+		return getJSON(client.fresh(), "https://"+addr+"/", &got) != nil
+	})
+	t.Logf("revocation crossed replicas over NATS in %v", time.Since(revokedAt))
 }
