@@ -138,7 +138,9 @@ func startAuthorityRunLogs(t *testing.T, cfgPath string, logs *syncBuffer) strin
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, []string{"authority", "run", "--config", cfgPath}, nil, &bytes.Buffer{}, logs) }()
+	go func() {
+		done <- run(ctx, []string{"authority", "run", "--config", cfgPath}, nil, &bytes.Buffer{}, logs)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
