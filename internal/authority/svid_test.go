@@ -214,8 +214,9 @@ func TestRenew(t *testing.T) {
 		t.Fatal("foreign client certificate accepted")
 	}
 
-	// Revoked SVID: the kept-alive connection gets 403, a new one is refused
-	// at the handshake.
+	// Revoked SVID: the kept-alive connection and a new one both get a 403
+	// problem (the handshake admits any chain of the bundle; every
+	// certificate-authenticated request re-checks revocation).
 	kept := e.client(s.tlsCert())
 	if resp, body := e.do(kept, "GET", "/v1/bundle", "", nil); resp.StatusCode != 200 {
 		t.Fatalf("%d %s", resp.StatusCode, body)
@@ -223,9 +224,8 @@ func TestRenew(t *testing.T) {
 	e.admin("POST", "/v1/svids/"+s.serial()+"/revoke", map[string]string{"reason": "keyCompromise"}, http.StatusOK, nil)
 	resp, body = e.renew(kept, s)
 	wantProblem(t, resp, body, 403, slugRevoked)
-	if _, _, err := e.try(e.client(s.tlsCert()), "POST", "/v1/svid/renew", "", map[string]string{"csr": "x"}); err == nil {
-		t.Fatal("revoked client certificate accepted at the handshake")
-	}
+	resp, body = e.renew(e.client(s.tlsCert()), s)
+	wantProblem(t, resp, body, 403, slugRevoked)
 
 	// Revoked service: even an unrevoked SVID renews no more.
 	keptRenewed := e.client(e.fetch(token).tlsCert())
@@ -235,6 +235,15 @@ func TestRenew(t *testing.T) {
 	e.admin("POST", "/v1/services/web/revoke", nil, http.StatusOK, nil)
 	resp, body = e.renew(keptRenewed, nil)
 	wantProblem(t, resp, body, 403, slugRevoked)
+
+	// Expired SVID: 401, on a new connection too.
+	fresh := e.fetch(e.createService("shop", "api", "L1"))
+	e.offset.Store(int64(2 * time.Hour))
+	resp, body = e.renew(e.client(fresh.tlsCert()), fresh)
+	wantProblem(t, resp, body, 401, slugUnauthorized)
+	if !strings.Contains(string(body), "expired") {
+		t.Fatalf("expired renewal: %s", body)
+	}
 }
 
 // foreignCert is a self-made SVID-looking certificate from an unrelated CA.

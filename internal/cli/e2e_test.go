@@ -256,6 +256,10 @@ func TestDevEndToEnd(t *testing.T) {
 		}
 		t.Logf("revoked client refused %v after revoke returned", time.Since(revokedAt))
 		checkOpenSSLRevoked(t, d, webDir, serial)
+		// A revoked SVID cannot renew: a clear one-line refusal.
+		if _, err := d.ward("svid", "renew", "--dir", webDir); err == nil || !strings.Contains(err.Error(), "revoked") || strings.Count(strings.TrimSpace(err.Error()), "\n") != 0 {
+			t.Fatalf("renew with a revoked SVID: %v", err)
+		}
 	})
 
 	t.Run("bus admits only ward components", func(t *testing.T) {
