@@ -113,6 +113,8 @@ type serviceView struct {
 	CreatedAt      time.Time  `json:"created_at"`
 	RevokedAt      *time.Time `json:"revoked_at,omitempty"`
 	BootstrapToken string     `json:"bootstrap_token,omitempty"`
+	// BootstrapTokenExpiresAt is set when the token was created with a TTL.
+	BootstrapTokenExpiresAt *time.Time `json:"bootstrap_token_expires_at,omitempty"`
 }
 
 func (a *Authority) viewService(svc store.Service) serviceView {
@@ -136,6 +138,9 @@ func (a *Authority) handleCreateService(w http.ResponseWriter, r *http.Request, 
 		Team    string `json:"team"`
 		Level   string `json:"level"`
 		SVIDTTL string `json:"svid_ttl"`
+		// BootstrapTokenTTL bounds the first bootstrap token's life
+		// (default: valid until revoked).
+		BootstrapTokenTTL string `json:"bootstrap_token_ttl"`
 	}
 	if err := decodeJSON(r, &req, false); err != nil {
 		return err
@@ -160,6 +165,10 @@ func (a *Authority) handleCreateService(w http.ResponseWriter, r *http.Request, 
 		}
 		ttl = d
 	}
+	tokenTTL, err := parseTokenTTL(req.BootstrapTokenTTL)
+	if err != nil {
+		return err
+	}
 	if !p.canTeam(actCreate, req.Team) {
 		return errForbidden(fmt.Sprintf("this admin token cannot create services in team %s", quote(req.Team)))
 	}
@@ -180,30 +189,54 @@ func (a *Authority) handleCreateService(w http.ResponseWriter, r *http.Request, 
 		}
 		return err
 	}
-	token, tokenID, err := a.newBootstrapToken(ctx, req.Name)
+	token, tokenID, expires, err := a.newBootstrapToken(ctx, req.Name, tokenTTL)
 	if err != nil {
 		return err
 	}
 	a.log.InfoContext(ctx, "service created", "service", req.Name, "team", req.Team, "level", req.Level, "token_id", tokenID, "token_fp", tokenFingerprint(token), "by", p.id)
 	v := a.viewService(svc)
 	v.BootstrapToken = token
+	v.BootstrapTokenExpiresAt = expires
 	return writeJSON(w, http.StatusCreated, v)
 }
 
-func (a *Authority) newBootstrapToken(ctx context.Context, service string) (token, id string, err error) {
+// maxBootstrapTokenTTL bounds a bootstrap token's optional lifetime.
+const maxBootstrapTokenTTL = 366 * 24 * time.Hour
+
+// parseTokenTTL reads an optional bootstrap token lifetime; "" is 0 (no
+// expiry).
+func parseTokenTTL(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < time.Second || d > maxBootstrapTokenTTL {
+		return 0, errBadRequest(fmt.Sprintf("bootstrap_token_ttl %s is invalid: want a duration from 1s to 8784h (366 days), such as 720h", quote(s)))
+	}
+	return d, nil
+}
+
+// newBootstrapToken creates a bootstrap token for service; with ttl > 0 it
+// expires then (expires is nil otherwise).
+func (a *Authority) newBootstrapToken(ctx context.Context, service string, ttl time.Duration) (token, id string, expires *time.Time, err error) {
 	token, hash, err := newToken(bootstrapTokenPrefix)
 	if err != nil {
-		return "", "", err
+		return "", "", nil, err
 	}
 	suffix, err := randomHex(8)
 	if err != nil {
-		return "", "", err
+		return "", "", nil, err
 	}
 	id = "bt-" + suffix
-	if err := a.st.CreateBootstrapToken(ctx, store.BootstrapToken{ID: id, Service: service, Hash: hash, CreatedAt: a.now().UTC()}); err != nil {
-		return "", "", err
+	now := a.now().UTC()
+	if ttl > 0 {
+		t := now.Add(ttl)
+		expires = &t
 	}
-	return token, id, nil
+	if err := a.st.CreateBootstrapToken(ctx, store.BootstrapToken{ID: id, Service: service, Hash: hash, CreatedAt: now, ExpiresAt: expires}); err != nil {
+		return "", "", nil, err
+	}
+	return token, id, expires, nil
 }
 
 // GET /v1/services
@@ -258,16 +291,27 @@ func (a *Authority) handleBootstrapToken(w http.ResponseWriter, r *http.Request,
 	if err != nil {
 		return err
 	}
-	if err := decodeJSON(r, &struct{}{}, true); err != nil {
+	var req struct {
+		TTL string `json:"ttl"`
+	}
+	if err := decodeJSON(r, &req, true); err != nil {
+		return err
+	}
+	ttl, err := parseTokenTTL(req.TTL)
+	if err != nil {
 		return err
 	}
 	if svc.RevokedAt != nil {
 		return errConflict(fmt.Sprintf("service %s is revoked", svc.Name))
 	}
-	token, id, err := a.newBootstrapToken(r.Context(), svc.Name)
+	token, id, expires, err := a.newBootstrapToken(r.Context(), svc.Name, ttl)
 	if err != nil {
 		return err
 	}
 	a.log.InfoContext(r.Context(), "bootstrap token created", "service", svc.Name, "token_id", id, "token_fp", tokenFingerprint(token), "by", p.id)
-	return writeJSON(w, http.StatusCreated, map[string]any{"id": id, "service": svc.Name, "bootstrap_token": token})
+	out := map[string]any{"id": id, "service": svc.Name, "bootstrap_token": token}
+	if expires != nil {
+		out["expires_at"] = *expires
+	}
+	return writeJSON(w, http.StatusCreated, out)
 }

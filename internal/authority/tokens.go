@@ -103,6 +103,10 @@ func (a *Authority) authBootstrap(r *http.Request) (store.BootstrapToken, error)
 		a.log.InfoContext(r.Context(), "bootstrap token refused", "token_fp", fp, "why", "unknown or revoked", "remote", r.RemoteAddr)
 		return store.BootstrapToken{}, errUnauthorized("invalid or revoked bootstrap token")
 	}
+	if bt.ExpiresAt != nil && !a.now().Before(*bt.ExpiresAt) {
+		a.log.InfoContext(r.Context(), "bootstrap token refused", "token_fp", fp, "token_id", bt.ID, "why", "expired", "remote", r.RemoteAddr)
+		return store.BootstrapToken{}, errUnauthorized("bootstrap token expired; issue a new one with `ward service token " + bt.Service + "`")
+	}
 	return bt, nil
 }
 

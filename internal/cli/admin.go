@@ -137,7 +137,7 @@ func newTeamCmd(g *globals) *cobra.Command {
 
 func newServiceCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "service", Short: "Register services and manage their bootstrap tokens"}
-	var team, level, ttl string
+	var team, level, ttl, tokenTTL string
 	create := &cobra.Command{
 		Use:   "create NAME --team TEAM --level L1|L2|L3",
 		Short: "Register a service; prints its bootstrap token once",
@@ -150,13 +150,32 @@ func newServiceCmd(g *globals) *cobra.Command {
 			if ttl != "" {
 				body["svid_ttl"] = ttl
 			}
-			_, err := g.send(cmd, "POST", "/v1/services", body, "name", "team", "level", "svid_ttl", "spiffe_id", "bootstrap_token")
+			if tokenTTL != "" {
+				body["bootstrap_token_ttl"] = tokenTTL
+			}
+			_, err := g.send(cmd, "POST", "/v1/services", body, "name", "team", "level", "svid_ttl", "spiffe_id", "bootstrap_token", "bootstrap_token_expires_at")
 			return err
 		},
 	}
 	create.Flags().StringVar(&team, "team", "", "owning team (required)")
 	create.Flags().StringVar(&level, "level", "L2", "security level: L1, L2 or L3")
 	create.Flags().StringVar(&ttl, "svid-ttl", "", "SVID lifetime (default by level: L1/L2 1h, L3 15m; at most 24h)")
+	create.Flags().StringVar(&tokenTTL, "token-ttl", "", "bootstrap token lifetime, e.g. 720h (default: valid until revoked)")
+	var extraTTL string
+	token := &cobra.Command{
+		Use:   "token NAME",
+		Short: "Issue an additional bootstrap token for a service (shown once)",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var body any
+			if extraTTL != "" {
+				body = obj{"ttl": extraTTL}
+			}
+			_, err := g.send(cmd, "POST", "/v1/services/"+pathEscape(args[0])+"/bootstrap-token", body, "bootstrap_token", "expires_at")
+			return err
+		},
+	}
+	token.Flags().StringVar(&extraTTL, "ttl", "", "token lifetime, e.g. 720h (default: valid until revoked)")
 	cmd.AddCommand(create, &cobra.Command{
 		Use:   "list",
 		Short: "List services",
@@ -172,15 +191,7 @@ func newServiceCmd(g *globals) *cobra.Command {
 			_, err := g.send(cmd, "GET", "/v1/services/"+pathEscape(args[0]), nil, "name", "team", "level", "svid_ttl", "spiffe_id", "created_at", "revoked_at")
 			return err
 		},
-	}, &cobra.Command{
-		Use:   "token NAME",
-		Short: "Issue an additional bootstrap token for a service (shown once)",
-		Args:  exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			_, err := g.send(cmd, "POST", "/v1/services/"+pathEscape(args[0])+"/bootstrap-token", nil, "bootstrap_token")
-			return err
-		},
-	}, &cobra.Command{
+	}, token, &cobra.Command{
 		Use:   "revoke NAME",
 		Short: "Revoke a service: all its certificates and bootstrap tokens",
 		Args:  exactArgs(1),

@@ -3,8 +3,10 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -290,6 +292,36 @@ func TestDevEndToEnd(t *testing.T) {
 				conn.Close()
 				t.Fatalf("%s: connected to the bus", name)
 			}
+		}
+	})
+
+	t.Run("fetch trusting a pinned root fingerprint", func(t *testing.T) {
+		roots, err := loadPEMCerts(d.vars["WARD_CA_BUNDLE"])
+		if err != nil || len(roots) != 1 {
+			t.Fatalf("bundle: %v %d", err, len(roots))
+		}
+		sum := sha256.Sum256(roots[0].Raw)
+		var created map[string]any
+		if err := json.Unmarshal([]byte(d.mustWard("service", "create", "pinned", "--team", "shop", "--token-ttl", "1h", "-o", "json")), &created); err != nil {
+			t.Fatal(err)
+		}
+		if created["bootstrap_token_expires_at"] == nil {
+			t.Fatalf("no token expiry in %v", created)
+		}
+		fetch := func(fp string) (int, string) {
+			var out, errb bytes.Buffer
+			code := run(context.Background(), []string{"--authority", d.vars["WARD_AUTHORITY"], "--ca-bundle", "", "svid", "fetch",
+				"--root-fingerprint", fp, "--bootstrap-token", created["bootstrap_token"].(string), "--out", filepath.Join(t.TempDir(), "p")}, strings.NewReader(""), &out, &errb)
+			return code, errb.String()
+		}
+		wrong := sha256.Sum256([]byte("another root"))
+		if code, msg := fetch(hex.EncodeToString(wrong[:])); code == 0 {
+			t.Fatal("fetch trusted an authority whose root does not match the pin")
+		} else if strings.Count(strings.TrimSpace(msg), "\n") != 0 {
+			t.Fatalf("error is not one line: %q", msg)
+		}
+		if code, msg := fetch(hex.EncodeToString(sum[:])); code != 0 {
+			t.Fatalf("fetch with the right pin: %d %s", code, msg)
 		}
 	})
 

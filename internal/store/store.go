@@ -76,6 +76,7 @@ type BootstrapToken struct {
 	Hash      []byte // SHA-256 of the token
 	CreatedAt time.Time
 	RevokedAt *time.Time
+	ExpiresAt *time.Time // nil: valid until revoked
 }
 
 // AdminToken authenticates operators on the admin API. Only a hash of the

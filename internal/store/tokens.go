@@ -10,8 +10,8 @@ import (
 // CreateBootstrapToken stores a bootstrap token: ErrConflict if its ID or
 // hash is taken, ErrNotFound if its service does not exist.
 func (s *Store) CreateBootstrapToken(ctx context.Context, t BootstrapToken) error {
-	_, err := s.wdb.ExecContext(ctx, s.q(`INSERT INTO bootstrap_tokens (id, service, hash, created_at, revoked_at) VALUES (?, ?, ?, ?, ?)`),
-		t.ID, t.Service, nonNil(t.Hash), s.timeArg(t.CreatedAt), s.nullTimeArg(t.RevokedAt))
+	_, err := s.wdb.ExecContext(ctx, s.q(`INSERT INTO bootstrap_tokens (id, service, hash, created_at, revoked_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)`),
+		t.ID, t.Service, nonNil(t.Hash), s.timeArg(t.CreatedAt), s.nullTimeArg(t.RevokedAt), s.nullTimeArg(t.ExpiresAt))
 	if isForeignKeyViolation(err) {
 		return fmt.Errorf("%w: service %q", ErrNotFound, t.Service)
 	}
@@ -22,8 +22,8 @@ func (s *Store) CreateBootstrapToken(ctx context.Context, t BootstrapToken) erro
 // or not, or ErrNotFound.
 func (s *Store) GetBootstrapTokenByHash(ctx context.Context, hash []byte) (BootstrapToken, error) {
 	var t BootstrapToken
-	err := s.rdb.QueryRowContext(ctx, s.q(`SELECT id, service, hash, created_at, revoked_at FROM bootstrap_tokens WHERE hash = ?`), nonNil(hash)).
-		Scan(&t.ID, &t.Service, &t.Hash, timeCol{&t.CreatedAt}, nullTimeCol{&t.RevokedAt})
+	err := s.rdb.QueryRowContext(ctx, s.q(`SELECT id, service, hash, created_at, revoked_at, expires_at FROM bootstrap_tokens WHERE hash = ?`), nonNil(hash)).
+		Scan(&t.ID, &t.Service, &t.Hash, timeCol{&t.CreatedAt}, nullTimeCol{&t.RevokedAt}, nullTimeCol{&t.ExpiresAt})
 	if err != nil {
 		return BootstrapToken{}, wrap(err, "get bootstrap token", "bootstrap token")
 	}

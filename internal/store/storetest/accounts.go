@@ -116,7 +116,7 @@ func testBootstrapTokens(t *testing.T, st *store.Store) {
 	}
 	tokens := []store.BootstrapToken{
 		{ID: "bt-1", Service: "web", Hash: bytes.Repeat([]byte{1}, 32), CreatedAt: at(time.Second)},
-		{ID: "bt-2", Service: "web", Hash: bytes.Repeat([]byte{2}, 32), CreatedAt: at(2 * time.Second)},
+		{ID: "bt-2", Service: "web", Hash: bytes.Repeat([]byte{2}, 32), CreatedAt: at(2 * time.Second), ExpiresAt: ptr(at(30 * 24 * time.Hour))},
 		{ID: "bt-3", Service: "db", Hash: bytes.Repeat([]byte{3}, 32), CreatedAt: at(3 * time.Second)},
 	}
 	for _, tok := range tokens {
@@ -147,6 +147,7 @@ func testBootstrapTokens(t *testing.T, st *store.Store) {
 		}
 		wantTime(t, "CreatedAt", got.CreatedAt, want.CreatedAt)
 		wantTimePtr(t, "RevokedAt", got.RevokedAt, want.RevokedAt)
+		wantTimePtr(t, "ExpiresAt", got.ExpiresAt, want.ExpiresAt)
 	}
 	for _, tok := range tokens {
 		check(t, tok)
