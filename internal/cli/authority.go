@@ -246,6 +246,9 @@ func (p *controlPlane) run(ctx context.Context) error {
 }
 
 func (p *controlPlane) close() {
+	if p.auth != nil {
+		_ = p.auth.Close()
+	}
 	if p.conn != nil {
 		p.conn.Close()
 	}
