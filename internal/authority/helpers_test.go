@@ -39,7 +39,7 @@ import (
 // env is a real authority over HTTPS on 127.0.0.1 with a SQLite store in a
 // temporary directory.
 type env struct {
-	t          *testing.T
+	t          testing.TB
 	a          *Authority
 	st         *store.Store
 	kms        kms.KMS
@@ -108,7 +108,7 @@ func initStore(t testing.TB, dir string, k kms.KMS) (*store.Store, InitResult) {
 	return st, res
 }
 
-func newEnv(t *testing.T, opts ...envOption) *env {
+func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
 	k := newKMS(t)
 	st, res := initStore(t, t.TempDir(), k)
@@ -118,7 +118,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 }
 
 // startEnv starts an authority replica on an initialized store.
-func startEnv(t *testing.T, st *store.Store, k kms.KMS, opts ...envOption) *env {
+func startEnv(t testing.TB, st *store.Store, k kms.KMS, opts ...envOption) *env {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -489,7 +489,7 @@ func (e *env) signingKeyOf() (ed25519.PublicKey, *x509.CertPool) {
 	return verifySigningCert(e.t, []byte(b.SigningCertPEM), roots), roots
 }
 
-func verifySigningCert(t *testing.T, chainPEM []byte, roots *x509.CertPool) ed25519.PublicKey {
+func verifySigningCert(t testing.TB, chainPEM []byte, roots *x509.CertPool) ed25519.PublicKey {
 	t.Helper()
 	chain, err := ca.ParseCertsPEM(chainPEM)
 	if err != nil {
