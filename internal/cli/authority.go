@@ -19,6 +19,7 @@ import (
 
 	"github.com/wardsec/ward/internal/authority"
 	"github.com/wardsec/ward/internal/bus"
+	"github.com/wardsec/ward/internal/kms"
 	"github.com/wardsec/ward/internal/store"
 	"github.com/wardsec/ward/internal/telemetry"
 )
@@ -173,6 +174,9 @@ func startControlPlane(ctx context.Context, cfg *Config, log *slog.Logger, dev b
 		Registry:  telemetry.NewRegistry(),
 		SVIDTTL:   ttls,
 	})
+	if errors.Is(err, kms.ErrDecrypt) {
+		return nil, fmt.Errorf("cannot unseal the CA keys: wrong key-encryption key (kms.kek_file or passphrase) for this store (%w)", err)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -79,6 +79,15 @@ func TestAuthorityInitAndRun(t *testing.T) {
 				t.Fatalf("second init: %d %q", code, errb.String())
 			}
 
+			if tc.pass {
+				// The wrong passphrase cannot unseal the keys: a clear refusal.
+				t.Setenv("WARD_TEST_KEK_PASSPHRASE", "incorrect horse battery staple")
+				errb.Reset()
+				if code := run(t.Context(), []string{"authority", "run", "--config", cfgPath}, nil, &out, &errb); code != 1 || !strings.Contains(errb.String(), "wrong key-encryption key") {
+					t.Fatalf("run with a wrong passphrase: %d %q", code, errb.String())
+				}
+				t.Setenv("WARD_TEST_KEK_PASSPHRASE", "correct horse battery staple")
+			}
 			logs := &syncBuffer{}
 			addr := startAuthorityRunLogs(t, cfgPath, logs)
 			d := &devEnv{t: t, vars: map[string]string{
