@@ -320,17 +320,24 @@ func TestReconnectRestoresSubscription(t *testing.T) {
 	if srv2.ClientURL() != url {
 		t.Fatalf("restarted at %s, want %s", srv2.ClientURL(), url)
 	}
+	// Right after Shutdown the client may not have noticed the loss yet
+	// (Connected can still be true, and a flush then fails while it
+	// switches to reconnecting): wait until a flush round-trips on the new
+	// server, which also means the subscription has been replayed.
 	deadline := time.Now().Add(10 * time.Second)
-	for !c.Connected() {
+	for {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		err := c.Flush(ctx)
+		cancel()
+		if err == nil && c.Connected() {
+			break
+		}
 		if time.Now().After(deadline) {
-			t.Fatal("did not reconnect within 10s")
+			t.Fatalf("did not reconnect within 10s: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	other := connect(t, url, nil, "publisher")
-	if err := c.Flush(t.Context()); err != nil { // subscription replayed
-		t.Fatal(err)
-	}
 	if err := other.Publish(t.Context(), subject, []byte("after restart")); err != nil {
 		t.Fatal(err)
 	}
