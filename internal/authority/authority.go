@@ -112,6 +112,12 @@ type Config struct {
 	// SVIDTTL overrides the default SVID lifetime per level ("L1", "L2",
 	// "L3"; defaults 1h, 1h, 15m). Values must lie in [1s, 24h].
 	SVIDTTL map[string]time.Duration
+	// AuthFailureBurst is how many failed authentications (401s) a client
+	// address may make at once before it is answered 429; the budget
+	// refills at a tenth of it per second. 0 means 50; negative turns the
+	// limit off (use that behind a load balancer that hides client
+	// addresses, where all clients would share one budget).
+	AuthFailureBurst int
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
 
@@ -126,6 +132,8 @@ type tunables struct {
 	writeTimeout  time.Duration // one watch stream write
 	pollInterval  time.Duration // safety-net poll of the event log
 	crlMaxAge     time.Duration // CRL cache lifetime
+	failureRate   float64       // failed authentications refilled per second, per client address bucket
+	failureBurst  int           // failed authentications allowed at once, per client address bucket
 }
 
 var defaultTunables = tunables{
@@ -135,6 +143,8 @@ var defaultTunables = tunables{
 	writeTimeout:  10 * time.Second,
 	pollInterval:  2 * time.Second,
 	crlMaxAge:     time.Minute,
+	failureRate:   5,
+	failureBurst:  50,
 }
 
 // Authority is a running control-plane replica. It is safe for concurrent use.
@@ -154,6 +164,7 @@ type Authority struct {
 	rootTTL   time.Duration
 	interTTL  time.Duration
 	tun       tunables
+	failures  *failureLimiter // failed authentications per client address
 
 	signingKey ed25519.PrivateKey
 	cas        atomic.Pointer[caState]      // current CA view, replaced on reload
@@ -241,6 +252,12 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 	}
 	if a.metrics, err = newMetrics(a.reg); err != nil {
 		return nil, err
+	}
+	switch burst := cfg.AuthFailureBurst; {
+	case burst > 0:
+		a.failures = newFailureLimiter(float64(burst)/10, burst)
+	case burst == 0:
+		a.failures = newFailureLimiter(a.tun.failureRate, a.tun.failureBurst)
 	}
 
 	tdRaw, err := a.st.GetMeta(ctx, metaTrustDomain)

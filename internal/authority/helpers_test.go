@@ -57,6 +57,9 @@ type env struct {
 type envOption func(*Config, *tunables)
 
 func withBus(b Bus) envOption { return func(c *Config, _ *tunables) { c.Bus = b } }
+func withConfig(f func(*Config)) envOption {
+	return func(c *Config, _ *tunables) { f(c) }
+}
 func withTunables(f func(*tunables)) envOption {
 	return func(_ *Config, t *tunables) { f(t) }
 }

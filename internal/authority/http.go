@@ -163,6 +163,11 @@ type apiHandler func(w http.ResponseWriter, r *http.Request) error
 func (a *Authority) api(h apiHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
+		if a.failures.exhausted(r) {
+			a.metrics.authFailuresLimited.Inc()
+			a.failures.refuse(w)
+			return
+		}
 		if err := h(w, r); err != nil {
 			a.writeError(w, r, err)
 		}
@@ -211,6 +216,7 @@ func (a *Authority) writeError(w http.ResponseWriter, r *http.Request, err error
 	p := a.toProblem(r, err)
 	if p.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ward"`)
+		a.failures.charge(r)
 	}
 	if p.Status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "5")

@@ -18,6 +18,9 @@ type metrics struct {
 	revocations *prometheus.CounterVec // by scope: serial, service, ca
 	watchers    prometheus.Gauge
 	watchDrops  *prometheus.CounterVec // by reason: slow, revoked, shutdown
+	// authFailuresLimited counts requests refused with 429 because their
+	// client address failed to authenticate too often.
+	authFailuresLimited prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -38,6 +41,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ward_authority_watch_disconnects_total",
 			Help: "Watch streams ended by the authority, by reason (slow, revoked, shutdown).",
 		}, []string{"reason"}),
+		authFailuresLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ward_authority_auth_failures_limited_total",
+			Help: "Requests refused (429) because their client address failed to authenticate too often.",
+		}),
 	}
 	var err error
 	if m.issued, err = register(reg, m.issued); err != nil {
@@ -50,6 +57,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.watchDrops, err = register(reg, m.watchDrops); err != nil {
+		return nil, err
+	}
+	if m.authFailuresLimited, err = register(reg, m.authFailuresLimited); err != nil {
 		return nil, err
 	}
 	return m, nil

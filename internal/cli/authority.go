@@ -173,6 +173,8 @@ func startControlPlane(ctx context.Context, cfg *Config, log *slog.Logger, dev b
 		Logger:    log,
 		Registry:  telemetry.NewRegistry(),
 		SVIDTTL:   ttls,
+
+		AuthFailureBurst: cfg.Authority.AuthFailureBurst,
 	})
 	if errors.Is(err, kms.ErrDecrypt) {
 		return nil, fmt.Errorf("cannot unseal the CA keys: wrong key-encryption key (kms.kek_file or passphrase) for this store (%w)", err)

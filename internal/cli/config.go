@@ -49,6 +49,11 @@ type Config struct {
 		Hostnames []string `yaml:"hostnames"`
 		// SVIDTTL overrides the SVID lifetime per level (defaults L1 1h, L2 1h, L3 15m; at most 24h).
 		SVIDTTL map[string]string `yaml:"svid_ttl"`
+		// AuthFailureBurst is how many failed authentications a client
+		// address may make at once before it gets 429s (refilling at a
+		// tenth per second); 0 means 50, negative turns the limit off
+		// (behind a load balancer that hides client addresses).
+		AuthFailureBurst int `yaml:"auth_failure_burst"`
 	} `yaml:"authority"`
 	Bus struct {
 		// URL of an external NATS server (nats:// or tls://). Empty runs an
