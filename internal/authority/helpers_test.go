@@ -449,7 +449,7 @@ type statusError struct {
 func (s *statusError) Error() string { return s.resp.Status + ": " + string(s.body) }
 
 // next returns the next non-heartbeat event, failing after timeout.
-func (w *watchStream) next(t *testing.T, timeout time.Duration) wireEvent {
+func (w *watchStream) next(t testing.TB, timeout time.Duration) wireEvent {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
@@ -586,4 +586,19 @@ var _ Bus = (*memBus)(nil)
 
 func pkixExtension(id asn1.ObjectIdentifier, val []byte) pkix.Extension {
 	return pkix.Extension{Id: id, Value: val}
+}
+
+// watchPastSnapshot opens a watch stream as a fresh service "mon" of team
+// "ops", reads its snapshot and closes it when the test ends; it returns
+// the stream and the watcher's SVID.
+func (e *env) watchPastSnapshot() (*watchStream, *svid) {
+	e.t.Helper()
+	watcher := e.fetch(e.createService("ops", "mon", "L2"))
+	ws, err := e.watch(e.client(watcher.tlsCert()), "")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(ws.close)
+	ws.next(e.t, 5*time.Second)
+	return ws, watcher
 }

@@ -303,17 +303,11 @@ func TestRevokeService(t *testing.T) {
 func TestRevokeTeamIntermediate(t *testing.T) {
 	e := newEnv(t)
 	token := e.createService("shop", "web", "L2")
-	watcher := e.fetch(e.createService("ops", "mon", "L2"))
 	s := e.fetch(token)
 	oldInter := s.certs[1]
 	oldCA := strings.TrimSuffix(strings.TrimPrefix(s.certs[0].CRLDistributionPoints[0], e.url+"/crl/"), ".crl")
 	pub, _ := e.signingKeyOf()
-	ws, err := e.watch(e.client(watcher.tlsCert()), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.close()
-	ws.next(t, 5*time.Second)
+	ws, _ := e.watchPastSnapshot()
 
 	// Roots and the default intermediate are not revocable.
 	var cas []caView

@@ -53,14 +53,8 @@ func TestRootRotation(t *testing.T) {
 	e := newEnv(t)
 	token := e.createService("shop", "web", "L2")
 	old := e.fetch(token)
-	watcher := e.fetch(e.createService("ops", "mon", "L2"))
 	pub, _ := e.signingKeyOf()
-	ws, err := e.watch(e.client(watcher.tlsCert()), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.close()
-	ws.next(t, 5*time.Second)
+	ws, watcher := e.watchPastSnapshot()
 
 	var cas []caView
 	e.admin("GET", "/v1/cas", nil, http.StatusOK, &cas)

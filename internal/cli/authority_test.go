@@ -59,18 +59,8 @@ func TestAuthorityInitAndRun(t *testing.T) {
 				cfg += "kms:\n  passphrase_env: WARD_TEST_KEK_PASSPHRASE\n"
 				t.Setenv("WARD_TEST_KEK_PASSPHRASE", "correct horse battery staple")
 			}
-			cfgPath := filepath.Join(dir, "authority.yaml")
-			if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			cfgPath, res := initWithConfig(t, dir, cfg)
 			var out, errb bytes.Buffer
-			if code := run(t.Context(), []string{"authority", "init", "--config", cfgPath, "-o", "json"}, nil, &out, &errb); code != 0 {
-				t.Fatalf("init: %d %s", code, errb.String())
-			}
-			var res map[string]string
-			if err := json.Unmarshal(out.Bytes(), &res); err != nil {
-				t.Fatal(err)
-			}
 			if res["trust_domain"] != "prod.example" || !strings.HasPrefix(res["admin_token"], "wardadm_") || len(res["root_fingerprint"]) != 64 {
 				t.Fatalf("init answered %v", res)
 			}
@@ -184,18 +174,7 @@ func TestReplicasOverExternalBus(t *testing.T) {
 	}
 	dir := t.TempDir()
 	cfg := "trust_domain: replicas.test\ndata_dir: " + dir + "\nauthority:\n  listen: 127.0.0.1:0\nbus:\n  url: " + natsURL + "\n"
-	cfgPath := filepath.Join(dir, "authority.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var out, errb bytes.Buffer
-	if code := run(t.Context(), []string{"authority", "init", "--config", cfgPath, "-o", "json"}, nil, &out, &errb); code != 0 {
-		t.Fatalf("init: %d %s", code, errb.String())
-	}
-	var res map[string]string
-	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath, res := initWithConfig(t, dir, cfg)
 	addrA, addrB := startAuthorityRun(t, cfgPath), startAuthorityRun(t, cfgPath)
 	env := func(addr string) *devEnv {
 		return &devEnv{t: t, vars: map[string]string{
@@ -232,4 +211,23 @@ func TestReplicasOverExternalBus(t *testing.T) {
 		return getJSON(client.fresh(), "https://"+addr+"/", &got) != nil
 	})
 	t.Logf("revocation crossed replicas over NATS in %v", time.Since(revokedAt))
+}
+
+// initWithConfig writes cfg to dir/authority.yaml, runs `ward authority
+// init` on it and returns the path and init's JSON answer.
+func initWithConfig(t *testing.T, dir, cfg string) (string, map[string]string) {
+	t.Helper()
+	cfgPath := filepath.Join(dir, "authority.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run(t.Context(), []string{"authority", "init", "--config", cfgPath, "-o", "json"}, nil, &out, &errb); code != 0 {
+		t.Fatalf("init: %d %s", code, errb.String())
+	}
+	var res map[string]string
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatal(err)
+	}
+	return cfgPath, res
 }
