@@ -33,6 +33,7 @@ const (
 	actRevoke                   // revoke SVIDs, services, intermediates
 	actManageCAs                // rotate, activate, retire
 	actManageAuth               // create and revoke admin tokens
+	actReview                   // decide on access requests, revoke grants (the handler checks the provider's rule)
 )
 
 // principal is an authenticated admin token.
@@ -53,7 +54,7 @@ func (p *principal) can(act action) bool {
 		return p.roles[roleSecurity] || p.roles[roleOperator]
 	case actCreate:
 		return p.roles[roleOperator]
-	case actRevoke:
+	case actRevoke, actReview:
 		return p.roles[roleSecurity]
 	}
 	return false
@@ -65,7 +66,7 @@ func (p *principal) canTeam(act action, team string) bool {
 	if p.can(act) {
 		return true
 	}
-	return (act == actRead || act == actCreate) && p.teams[team]
+	return (act == actRead || act == actCreate || act == actReview) && p.teams[team]
 }
 
 // scoped reports whether p sees only its teams' objects when listing.
@@ -104,7 +105,7 @@ func (a *Authority) adminGate(act action, teamScoped bool, h adminHandler) http.
 		if err != nil {
 			return err
 		}
-		allowed := p.can(act) || (teamScoped && len(p.teams) > 0 && (act == actRead || act == actCreate))
+		allowed := p.can(act) || (teamScoped && len(p.teams) > 0 && (act == actRead || act == actCreate || act == actReview))
 		if !allowed {
 			a.log.InfoContext(r.Context(), "admin request forbidden", "token_id", p.id, "method", r.Method, "path", r.URL.Path)
 			return errForbidden("this admin token's roles do not allow this operation")

@@ -175,9 +175,13 @@ type Authority struct {
 	reloadMu sync.Mutex // serializes CA reloads
 	adminMu  sync.Mutex // serializes CA-changing admin operations in this replica
 
-	hub      *hub
-	crls     *crlCache
-	services sync.Map // name → *store.Service, see service
+	hub       *hub
+	crls      *crlCache
+	lists     listCache  // signed access lists by provider
+	kidOnce   sync.Once  // computes kid
+	kid       string     // RFC 7638 thumbprint of signingKey
+	catalogMu sync.Mutex // serializes declarations in this replica
+	services  sync.Map   // name → *store.Service, see service
 
 	handlerOnce sync.Once
 	handler     http.Handler

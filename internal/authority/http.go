@@ -47,6 +47,9 @@ func (a *Authority) routes() http.Handler {
 	mux.Handle("POST /v1/svid", a.api(a.handleSVID))
 	mux.Handle("POST /v1/svid/renew", a.api(a.handleRenew))
 	mux.Handle("GET /v1/watch", a.api(a.handleWatch))
+	mux.Handle("POST /v1/catalog/declarations", a.api(a.handleDeclare))
+	mux.Handle("GET /v1/accesslist", a.api(a.handleAccessList))
+	mux.Handle("GET /v1/keys", a.api(a.handleKeys))
 
 	// Admin.
 	mux.Handle("POST /v1/teams", a.admin(actCreate, a.handleCreateTeam))
@@ -66,6 +69,17 @@ func (a *Authority) routes() http.Handler {
 	mux.Handle("POST /v1/admin-tokens", a.admin(actManageAuth, a.handleCreateAdminToken))
 	mux.Handle("GET /v1/admin-tokens", a.admin(actRead, a.handleListAdminTokens))
 	mux.Handle("DELETE /v1/admin-tokens/{id}", a.admin(actManageAuth, a.handleRevokeAdminToken))
+
+	// Catalogue review. Team tokens pass the gate; the handlers check the
+	// role each decision needs.
+	mux.Handle("GET /v1/catalog/requests", a.adminTeam(actRead, a.handleListRequests))
+	mux.Handle("GET /v1/catalog/requests/{id}", a.adminTeam(actRead, a.handleGetRequest))
+	mux.Handle("POST /v1/catalog/requests/{id}/approve", a.adminTeam(actReview, a.handleApprove))
+	mux.Handle("POST /v1/catalog/requests/{id}/deny", a.adminTeam(actReview, a.handleDeny))
+	mux.Handle("GET /v1/catalog/grants", a.adminTeam(actRead, a.handleListGrants))
+	mux.Handle("POST /v1/catalog/grants/{id}/revoke", a.adminTeam(actReview, a.handleRevokeGrant))
+	mux.Handle("GET /v1/catalog/graph", a.admin(actRead, a.handleGraph))
+	mux.Handle("GET /v1/posture", a.admin(actRead, a.handlePosture))
 
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBodySize)

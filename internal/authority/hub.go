@@ -38,6 +38,7 @@ type watcher struct {
 	ch     chan *watchItem
 	done   chan struct{}
 	serial string // of the watcher's client certificate
+	id     string // the watcher's SPIFFE ID
 	reason string // why it was dropped (set before done closes)
 }
 
@@ -108,7 +109,15 @@ func (h *hub) apply(ctx context.Context, seq int64, kind string, payload []byte)
 		for _, s := range p.Serials {
 			revoked[s] = true
 		}
-		h.broadcast(a, seq, kind, payload, revoked)
+		h.broadcast(a, seq, kind, payload, revoked, "")
+	case kindAccessList:
+		var p accessListPayload
+		if err := json.Unmarshal(payload, &p); err != nil || p.Provider == "" {
+			a.log.ErrorContext(ctx, "bad accesslist event", "seq", seq, "error", err)
+			return
+		}
+		// Only the provider learns that its list changed.
+		h.broadcast(a, seq, kind, payload, nil, p.Provider)
 	case kindBundle, kindCA:
 		if err := a.reloadCAs(ctx); err != nil {
 			a.log.ErrorContext(ctx, "reloading CAs failed", "seq", seq, "error", err)
@@ -119,14 +128,15 @@ func (h *hub) apply(ctx context.Context, seq int64, kind string, payload []byte)
 		a.followDefaultIntermediate(ctx)
 		a.crls.invalidate()
 		if kind == kindBundle {
-			h.broadcast(a, seq, kind, payload, nil)
+			h.broadcast(a, seq, kind, payload, nil, "")
 		}
 	}
 }
 
-// broadcast signs the event once and queues it for every watcher; a full
-// queue or a revoked client certificate ends that watcher.
-func (h *hub) broadcast(a *Authority, seq int64, kind string, stored []byte, revoked map[string]bool) {
+// broadcast signs the event once and queues it for every watcher (only
+// those whose SPIFFE ID is only, when only is set); a full queue or a
+// revoked client certificate ends that watcher.
+func (h *hub) broadcast(a *Authority, seq int64, kind string, stored []byte, revoked map[string]bool, only string) {
 	payload, err := withVersion(stored, seq)
 	if err != nil {
 		a.log.Error("bad event payload", "seq", seq, "error", err)
@@ -136,6 +146,9 @@ func (h *hub) broadcast(a *Authority, seq int64, kind string, stored []byte, rev
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for w := range h.watchers {
+		if only != "" && w.id != only {
+			continue
+		}
 		select {
 		case w.ch <- item:
 		default:
@@ -150,7 +163,7 @@ func (h *hub) broadcast(a *Authority, seq int64, kind string, stored []byte, rev
 
 // add registers a watcher, or fails when the replica has as many as it
 // accepts.
-func (h *hub) add(serial string) (*watcher, error) {
+func (h *hub) add(serial, id string) (*watcher, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -159,7 +172,7 @@ func (h *hub) add(serial string) (*watcher, error) {
 	if len(h.watchers) >= h.a.tun.maxWatchers {
 		return nil, errTooManyWatchers
 	}
-	w := &watcher{ch: make(chan *watchItem, h.a.tun.watcherBuffer), done: make(chan struct{}), serial: serial}
+	w := &watcher{ch: make(chan *watchItem, h.a.tun.watcherBuffer), done: make(chan struct{}), serial: serial, id: id}
 	h.watchers[w] = struct{}{}
 	h.a.metrics.watchers.Inc()
 	return w, nil

@@ -21,6 +21,11 @@ type metrics struct {
 	// authFailuresLimited counts requests refused with 429 because their
 	// client address failed to authenticate too often.
 	authFailuresLimited prometheus.Counter
+	// accessListFetches counts access lists served (GET /v1/accesslist).
+	accessListFetches prometheus.Counter
+	// catalogDecisions counts access requests decided, by outcome
+	// (approved, denied, auto, revoked).
+	catalogDecisions *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -45,6 +50,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ward_authority_auth_failures_limited_total",
 			Help: "Requests refused (429) because their client address failed to authenticate too often.",
 		}),
+		accessListFetches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ward_authority_access_list_fetches_total",
+			Help: "Signed access lists served to providers.",
+		}),
+		catalogDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ward_authority_catalog_decisions_total",
+			Help: "Access requests decided, by outcome (approved, denied, auto, revoked).",
+		}, []string{"outcome"}),
 	}
 	var err error
 	if m.issued, err = register(reg, m.issued); err != nil {
@@ -60,6 +73,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.authFailuresLimited, err = register(reg, m.authFailuresLimited); err != nil {
+		return nil, err
+	}
+	if m.accessListFetches, err = register(reg, m.accessListFetches); err != nil {
+		return nil, err
+	}
+	if m.catalogDecisions, err = register(reg, m.catalogDecisions); err != nil {
 		return nil, err
 	}
 	return m, nil

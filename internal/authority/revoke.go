@@ -166,6 +166,9 @@ func (a *Authority) handleRevokeService(w http.ResponseWriter, r *http.Request, 
 		return err
 	}
 	a.metrics.revocations.WithLabelValues("service").Inc()
+	if err := a.dropConsumer(ctx, name); err != nil {
+		return err
+	}
 	a.syncEvents(ctx)
 	a.log.InfoContext(ctx, "service revoked", "service", name, "certificates", len(serials), "bootstrap_tokens", tokens, "by", p.id)
 	svc, err := a.st.GetService(ctx, name)
@@ -271,4 +274,28 @@ func revokedAtOr(t *time.Time, def time.Time) time.Time {
 		return def
 	}
 	return *t
+}
+
+// dropConsumer gives every provider that granted the revoked service a new
+// access-list version, compiled without it.
+func (a *Authority) dropConsumer(ctx context.Context, name string) error {
+	grants, err := a.st.ListAccessRequests(ctx, store.AccessRequestFilter{Consumer: name, States: []string{store.RequestApproved}})
+	if err != nil {
+		return err
+	}
+	done := map[string]bool{}
+	for _, g := range grants {
+		if done[g.Provider] {
+			continue
+		}
+		done[g.Provider] = true
+		version, err := a.st.BumpAccessListVersion(ctx, g.Provider)
+		if err != nil {
+			return err
+		}
+		if err := a.listChanged(ctx, g.Provider, version); err != nil {
+			return err
+		}
+	}
+	return nil
 }

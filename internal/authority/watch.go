@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/wardsec/ward/internal/ca"
 	"github.com/wardsec/ward/internal/problem"
 	"github.com/wardsec/ward/internal/store"
@@ -23,6 +25,10 @@ type snapshotPayload struct {
 	BundleVersion  int64    `json:"bundle_version"`
 	RevokedSerials []string `json:"revoked_serials"`
 	SigningCertPEM string   `json:"signing_cert_pem"`
+	// AccessListVersion is the watcher's own access-list version (0 when
+	// it is not a service or has none): a provider that holds an older
+	// list fetches the current one.
+	AccessListVersion int64 `json:"access_list_version"`
 }
 
 var heartbeatLine = []byte(`{"seq":0,"kind":"heartbeat"}` + "\n")
@@ -43,7 +49,7 @@ func (a *Authority) handleWatch(w http.ResponseWriter, r *http.Request) error {
 			return errBadRequest("since must be a non-negative integer (a version from a previous snapshot or event)")
 		}
 	}
-	wt, err := a.hub.add(serialOf(p.leaf))
+	wt, err := a.hub.add(serialOf(p.leaf), p.id.String())
 	switch {
 	case errors.Is(err, errTooManyWatchers):
 		return problem.New(http.StatusServiceUnavailable, slugTooManyWatchers, "Too many watchers", "this replica serves its maximum number of watch streams; retry with backoff")
@@ -54,7 +60,7 @@ func (a *Authority) handleWatch(w http.ResponseWriter, r *http.Request) error {
 
 	// Registered first, snapshot second: every event after the snapshot's
 	// version is queued for this watcher.
-	snap, version, err := a.snapshot(r.Context())
+	snap, version, err := a.snapshot(r.Context(), p.id)
 	if err != nil {
 		return err
 	}
@@ -125,7 +131,7 @@ func (a *Authority) handleWatch(w http.ResponseWriter, r *http.Request) error {
 // snapshot builds the signed snapshot line and returns it with its version
 // (the latest event seq it covers). The version is read first, the state
 // second, so the state is at least as new as the version.
-func (a *Authority) snapshot(ctx context.Context) ([]byte, int64, error) {
+func (a *Authority) snapshot(ctx context.Context, watcher spiffeid.ID) ([]byte, int64, error) {
 	version, err := a.st.LatestEventSeq(ctx)
 	if err != nil {
 		return nil, 0, fmt.Errorf("authority: snapshot: %w", err)
@@ -147,6 +153,12 @@ func (a *Authority) snapshot(ctx context.Context) ([]byte, int64, error) {
 			revoked = append(revoked, e.serial)
 		}
 	}
+	var listVersion int64
+	if name, ok := a.serviceOf(watcher); ok {
+		if listVersion, err = a.st.AccessListVersion(ctx, name); err != nil {
+			return nil, 0, fmt.Errorf("authority: snapshot: %w", err)
+		}
+	}
 	slices.Sort(revoked)
 	if revoked == nil {
 		revoked = []string{}
@@ -157,6 +169,8 @@ func (a *Authority) snapshot(ctx context.Context) ([]byte, int64, error) {
 		BundleVersion:  st.bundleVersion,
 		RevokedSerials: revoked,
 		SigningCertPEM: string(a.signing.Load().chainPEM),
+
+		AccessListVersion: listVersion,
 	})
 	if err != nil {
 		return nil, 0, err

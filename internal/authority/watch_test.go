@@ -87,17 +87,17 @@ func TestWatchHeartbeatAndOwnRevocation(t *testing.T) {
 func TestSlowWatcherDropped(t *testing.T) {
 	e := newEnv(t, withTunables(func(tu *tunables) { tu.watcherBuffer = 4 }))
 	h := e.a.hub
-	slow, err := h.add("slow")
+	slow, err := h.add("slow", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	fast, err := h.add("fast")
+	fast, err := h.add("fast", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
 	for i := int64(1); i <= 50; i++ {
-		h.broadcast(e.a, 1000+i, kindRevocation, []byte(`{"serials":[],"reason":"unspecified","at":"2026-01-01T00:00:00Z"}`), nil)
+		h.broadcast(e.a, 1000+i, kindRevocation, []byte(`{"serials":[],"reason":"unspecified","at":"2026-01-01T00:00:00Z"}`), nil, "")
 		select {
 		case it := <-fast.ch:
 			if it.seq != 1000+i {
@@ -126,7 +126,7 @@ func TestSlowWatcherDropped(t *testing.T) {
 
 func TestCloseEndsWatchers(t *testing.T) {
 	e := newEnv(t)
-	w, err := e.a.hub.add("x")
+	w, err := e.a.hub.add("x", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestCloseEndsWatchers(t *testing.T) {
 	default:
 		t.Fatal("watcher not ended")
 	}
-	if _, err := e.a.hub.add("y"); !errors.Is(err, ErrClosed) {
+	if _, err := e.a.hub.add("y", ""); !errors.Is(err, ErrClosed) {
 		t.Fatalf("add after close: %v", err)
 	}
 }

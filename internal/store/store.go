@@ -18,7 +18,9 @@ import (
 var (
 	// ErrNotFound: the row asked for does not exist.
 	ErrNotFound = errors.New("store: not found")
-	// ErrConflict: a row with the same unique key already exists.
+	// ErrConflict: a row with the same unique key already exists, or a
+	// row is not in the state a transition requires (an access request
+	// decided twice, a grant revoked that is not approved).
 	ErrConflict = errors.New("store: already exists")
 )
 

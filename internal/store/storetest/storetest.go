@@ -43,6 +43,14 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"RevocationLists", testRevocationLists},
 		{"Events", testEvents},
 		{"EventsConcurrent", testEventsConcurrent},
+		{"Declarations", testDeclarations},
+		{"AccessRequests", testAccessRequests},
+		{"ListAccessRequests", testListAccessRequests},
+		{"DecideAccessRequest", testDecideAccessRequest},
+		{"RevokeAccessGrant", testRevokeAccessGrant},
+		{"AccessListVersions", testAccessListVersions},
+		{"ConcurrentApprovals", testConcurrentApprovals},
+		{"AccessListState", testAccessListState},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
