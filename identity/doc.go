@@ -40,7 +40,9 @@
 // forged and replayed events are ignored. Trust bundle changes and
 // revocations arrive within milliseconds; revocation checks during the
 // handshake, in PeerID and in Middleware are lookups in memory, never
-// network calls.
+// network calls. Subscribe passes the verified stream on to other
+// components, such as the guard package, which learns from it that its
+// access list changed.
 //
 // Certificate rotation is zero-downtime: the TLS configs read the current
 // certificate and bundle through atomic pointers on every handshake, so

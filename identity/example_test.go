@@ -139,3 +139,29 @@ func ExampleFetch() {
 	fmt.Println(loaded.ID)
 	// Output: spiffe://ward.test/svc/api
 }
+
+// Following the authority's signed watch stream, e.g. to learn that the
+// service's access list changed (what guard.NewForSource does).
+func ExampleSource_Subscribe() {
+	authorityURL, rootFingerprint, stop := exampleAuthority()
+	defer stop()
+	ctx := context.Background()
+	src, err := identity.New(ctx, identity.Config{AuthorityURL: authorityURL, BootstrapToken: "wardbt_example_web", RootFingerprint: rootFingerprint})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer src.Close()
+
+	kinds := make(chan string, 16)
+	unsubscribe := src.Subscribe(func(kind string, payload []byte) {
+		select { // never block the watch goroutine
+		case kinds <- kind:
+		default:
+		}
+	})
+	defer unsubscribe()
+	go src.Run(ctx)
+
+	fmt.Println(<-kinds) // the first payload of every stream
+	// Output: snapshot
+}

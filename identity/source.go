@@ -44,6 +44,11 @@ type Source struct {
 
 	renewNow chan struct{} // poked when our own SVID was revoked or left the bundle
 
+	// Watch stream subscribers (Subscribe): copy on write under subMu,
+	// read without a lock by the watch goroutine.
+	subMu sync.Mutex
+	subs  atomic.Pointer[[]*subscriber]
+
 	lifeMu  sync.Mutex // guards closed and runDone
 	closed  bool
 	done    chan struct{}

@@ -264,17 +264,22 @@ func (s *Source) handleLine(ctx context.Context, line []byte) (snapshot bool, er
 	if err := s.verifySignature(ctx, l); err != nil {
 		return false, err
 	}
+	kind := l.kind
 	switch l.kind {
 	case kindSnapshot, kindHello:
-		return true, s.applySnapshot(ctx, l)
+		kind, snapshot, err = kindSnapshot, true, s.applySnapshot(ctx, l)
 	case kindRevocation:
-		return false, s.applyRevocation(l)
+		err = s.applyRevocation(l)
 	case kindBundle:
-		return false, s.applyBundle(ctx, l)
+		err = s.applyBundle(ctx, l)
 	default:
-		s.log.Debug("identity: ignoring watch event of unknown kind", "kind", l.kind)
-		return false, nil
+		s.log.Debug("identity: passing on watch event of a kind identity does not apply", "kind", l.kind, "seq", l.seq)
 	}
+	if err != nil {
+		return false, err
+	}
+	s.publish(kind, l.payload)
+	return snapshot, nil
 }
 
 // verifySignature checks the payload signature with the current signing

@@ -1,29 +1,43 @@
 // Package whoami is a small HTTPS service built only on ward's public SDK:
-// it serves mTLS with an SVID from the identity package and answers every
-// request with JSON describing what it verified about the caller. It is the
-// debugging target for ward features and the first example of the SDK.
+// it serves mTLS with an SVID from the identity package, enforces its
+// signed access list with the guard and pep packages, and answers every
+// request with JSON describing what it verified about the caller and the
+// access decision that let it in. It is the debugging target for ward
+// features and the first example of the SDK.
 //
 //	src, _ := identity.New(ctx, identity.Config{AuthorityURL: url, Dir: svidDir, BundleFile: svidDir + "/bundle.pem"})
 //	go src.Run(ctx)
-//	srv := &http.Server{Handler: src.Middleware(whoami.Handler(src)), TLSConfig: src.ServerTLSConfig(identity.AuthorizeMemberOf(src.ID().TrustDomain()))}
+//	g, _ := guard.NewForSource(ctx, src, src.AuthorityURL(), guard.Config{Manifest: whoami.Manifest("whoami", whoami.Version)})
+//	go g.Run(ctx)
+//	p, _ := pep.New(pep.Config{Guard: g, Routes: whoami.Routes()})
+//	srv := &http.Server{Handler: src.Middleware(p.Middleware(whoami.GuardedHandler(src, g))),
+//		TLSConfig: src.ServerTLSConfig(identity.AuthorizeMemberOf(src.ID().TrustDomain()))}
 package whoami
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"log/slog"
-	"net"
 	"net/http"
-	"path/filepath"
 	"sort"
-	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"gopkg.in/yaml.v3"
 
 	"github.com/wardsec/ward/identity"
+	"github.com/wardsec/ward/pep"
 )
 
-// Response is what whoami answers. Later features add access, passport and
+// What whoami provides in the dependency catalogue, and the version it
+// declares.
+const (
+	Resource = "whoami"
+	Action   = "read"
+	Version  = "1.0.0"
+)
+
+// Response is what whoami answers. Later features add passport and
 // decision fields.
 type Response struct {
 	CallerSPIFFEID string              `json:"caller_spiffe_id"`
@@ -32,13 +46,80 @@ type Response struct {
 	Path           string              `json:"path"`
 	Headers        map[string][]string `json:"headers"`
 	TLSVersion     string              `json:"tls_version"`
+	// Access is the access-list decision that let the request in; nil
+	// when whoami runs without a PEP.
+	Access *Access `json:"access,omitempty"`
+}
+
+// Access describes the PEP's decision for the request.
+type Access struct {
+	Allowed  bool   `json:"allowed"`
+	Resource string `json:"resource"`
+	Action   string `json:"action"`
+	Reason   string `json:"reason"`
+	// ListVersion is the version of the access list the guard holds (0
+	// when unknown).
+	ListVersion int64 `json:"list_version"`
+}
+
+// ListVersioner reports the version of the access list a guard enforces.
+// *guard.Guard implements it.
+type ListVersioner interface {
+	Version() int64
+}
+
+// Manifest returns whoami's catalogue manifest (ward.yaml) for the named
+// service: it provides the resource "whoami" with the action "read" and
+// consumes nothing.
+func Manifest(service, version string) []byte {
+	type provided struct {
+		Resource string   `yaml:"resource"`
+		Actions  []string `yaml:"actions,flow"`
+	}
+	doc := struct {
+		Service  string     `yaml:"service"`
+		Version  string     `yaml:"version"`
+		Provides []provided `yaml:"provides"`
+	}{
+		Service:  service,
+		Version:  version,
+		Provides: []provided{{Resource: Resource, Actions: []string{Action}}},
+	}
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(doc); err != nil { // strings only: cannot fail
+		panic(fmt.Sprintf("whoami: manifest: %v", err))
+	}
+	_ = enc.Close()
+	return buf.Bytes()
+}
+
+// Routes is whoami's route table: GET (and so HEAD) on / and every path
+// below it exercise whoami/read; other methods match no route and are
+// refused.
+func Routes() []pep.Route {
+	return []pep.Route{{Pattern: "GET /", Resource: Resource, Action: Action}}
 }
 
 // Handler answers any path with a Response. It must run behind
 // Source.Middleware (which establishes and re-checks the peer identity).
+// Behind a PEP, Response.Access reports its decision.
 func Handler(src *identity.Source) http.Handler {
+	return newHandler(src.ID, identity.PeerIDFromContext, nil)
+}
+
+// GuardedHandler is Handler that also reports the version of the access
+// list g holds. Serve it behind src.Middleware(p.Middleware(...)).
+func GuardedHandler(src *identity.Source, g ListVersioner) http.Handler {
+	return newHandler(src.ID, identity.PeerIDFromContext, g)
+}
+
+// newHandler builds the handler from what it reads: the server's ID, the
+// verified peer of a request, and optionally the guard's list version.
+func newHandler(server func() spiffeid.ID, peer func(context.Context) (spiffeid.ID, bool), lists ListVersioner) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, ok := identity.PeerIDFromContext(r.Context())
+		id, ok := peer(r.Context())
 		if !ok {
 			http.Error(w, "no verified peer", http.StatusForbidden)
 			return
@@ -54,13 +135,19 @@ func Handler(src *identity.Source) http.Handler {
 		}
 		resp := Response{
 			CallerSPIFFEID: id.String(),
-			ServerSPIFFEID: src.ID().String(),
+			ServerSPIFFEID: server().String(),
 			Method:         r.Method,
 			Path:           r.URL.Path,
 			Headers:        hdr,
 		}
 		if r.TLS != nil {
 			resp.TLSVersion = tlsVersion(r.TLS.Version)
+		}
+		if d, ok := pep.DecisionFromContext(r.Context()); ok {
+			resp.Access = &Access{Allowed: d.Allowed, Resource: d.Resource, Action: d.Action, Reason: d.Reason}
+			if lists != nil {
+				resp.Access.ListVersion = lists.Version()
+			}
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(resp)
@@ -75,77 +162,5 @@ func tlsVersion(v uint16) string {
 		return "TLS1.2"
 	default:
 		return fmt.Sprintf("0x%04x", v)
-	}
-}
-
-// Config configures Run.
-type Config struct {
-	// AuthorityURL is the authority's https URL (renewal and watch stream). Required.
-	AuthorityURL string
-	// SVIDDir holds svid.pem, svid.key and bundle.pem (as written by
-	// `ward svid fetch`); renewed certificates are written back. Required.
-	SVIDDir string
-	// Listen is the HTTPS address (default 127.0.0.1:8444).
-	Listen string
-	// Logger defaults to slog.Default().
-	Logger *slog.Logger
-	// Ready, if set, receives the bound address once serving.
-	Ready func(addr net.Addr)
-}
-
-// Run serves whoami until ctx is done.
-func Run(ctx context.Context, cfg Config) error {
-	if cfg.SVIDDir == "" {
-		return errors.New("whoami: SVIDDir is required")
-	}
-	if cfg.Listen == "" {
-		cfg.Listen = "127.0.0.1:8444"
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	src, err := identity.New(ctx, identity.Config{
-		AuthorityURL: cfg.AuthorityURL,
-		Dir:          cfg.SVIDDir,
-		BundleFile:   filepath.Join(cfg.SVIDDir, "bundle.pem"),
-		Logger:       cfg.Logger,
-	})
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	srcDone := make(chan error, 1)
-	go func() { srcDone <- src.Run(ctx) }()
-
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("whoami: listen: %w", err)
-	}
-	srv := &http.Server{
-		Handler:           src.Middleware(Handler(src)),
-		TLSConfig:         src.ServerTLSConfig(identity.AuthorizeMemberOf(src.ID().TrustDomain())),
-		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
-	}
-	cfg.Logger.Info("whoami serving", "addr", ln.Addr().String(), "spiffe_id", src.ID().String())
-	if cfg.Ready != nil {
-		cfg.Ready(ln.Addr())
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ServeTLS(ln, "", "") }()
-	select {
-	case <-ctx.Done():
-		shut, c := context.WithTimeout(context.Background(), 5*time.Second)
-		defer c()
-		_ = srv.Shutdown(shut)
-		return nil
-	case err := <-errc:
-		return err
-	case err := <-srcDone:
-		_ = srv.Close()
-		return err
 	}
 }

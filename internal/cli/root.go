@@ -100,6 +100,9 @@ func newRoot(g *globals) *cobra.Command {
 		newSVIDCmd(g),
 		newCACmd(g),
 		newAdminTokenCmd(g),
+		newCatalogCmd(g),
+		newPostureCmd(g),
+		newAccessListCmd(g),
 		newWhoamiCmd(g),
 		newCallCmd(g),
 	)

@@ -59,6 +59,7 @@ type Authority struct {
 	revoked       map[string]bool
 	seq           int64
 	log           [][]byte // lines sent to watchers after their snapshot, in order
+	snapExtra     map[string]any
 	changed       chan struct{}
 	watchers      int
 	watchConnects int
@@ -371,6 +372,40 @@ func (a *Authority) PublishBundle(roots ...*x509.Certificate) int64 {
 	return a.seq
 }
 
+// Emit signs an event of any kind with the control-plane key and sends it
+// to every open watch stream, in order with the other events; it returns
+// the event's sequence number. fields are the payload's JSON members;
+// "version" is set to the sequence number unless fields has one.
+func (a *Authority) Emit(kind string, fields map[string]any) int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.seq++
+	p := make(map[string]any, len(fields)+1)
+	p["version"] = a.seq
+	for k, v := range fields {
+		p[k] = v
+	}
+	payload, _ := json.Marshal(p)
+	a.appendLocked(SignLine(a.signKey, a.seq, kind, payload))
+	return a.seq
+}
+
+// SetSnapshotField adds a member to the payload of the snapshots sent to
+// watch streams opened from now on (nil value: removes it), like the
+// authority's "access_list_version".
+func (a *Authority) SetSnapshotField(key string, value any) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.snapExtra == nil {
+		a.snapExtra = map[string]any{}
+	}
+	if value == nil {
+		delete(a.snapExtra, key)
+		return
+	}
+	a.snapExtra[key] = value
+}
+
 // Inject sends a raw line to every open watch stream, in order with the
 // events.
 func (a *Authority) Inject(line []byte) {
@@ -542,6 +577,9 @@ func (a *Authority) snapshotLocked() []byte {
 	p := map[string]any{
 		"version": a.seq, "bundle_pem": string(EncodePEM(a.roots...)), "bundle_version": a.bundleVersion,
 		"revoked_serials": serials,
+	}
+	for k, v := range a.snapExtra {
+		p[k] = v
 	}
 	if a.opts.EmbedSigningCert {
 		p["signing_cert_pem"] = string(EncodePEM(a.signChain...))

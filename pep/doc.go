@@ -1,0 +1,40 @@
+// Package pep is ward's policy enforcement point for HTTP services: a
+// middleware that maps each request to a (resource, action) pair with a
+// route table, asks the guard whether the calling service may perform it,
+// and refuses the request otherwise. It closes the loop between a
+// provider's manifest (what it provides), the dependency catalogue (who
+// was granted what) and the signed access list the guard enforces.
+//
+// What a provider writes, behind identity's mTLS:
+//
+//	g, err := guard.NewForSource(ctx, src, src.AuthorityURL(), guard.Config{Manifest: manifest})
+//	go g.Run(ctx)
+//	p, err := pep.New(pep.Config{
+//		Guard: g,
+//		Routes: []pep.Route{
+//			{Pattern: "GET /orders/{id}", Resource: "orders", Action: "read"},
+//			{Pattern: "POST /orders", Resource: "orders", Action: "write"},
+//		},
+//	})
+//	srv := &http.Server{Handler: src.Middleware(p.Middleware(mux)),
+//		TLSConfig: src.ServerTLSConfig(identity.AuthorizeMemberOf(src.ID().TrustDomain()))}
+//
+// # Decisions
+//
+// Every request is refused unless all of these hold: it comes from an
+// authenticated peer (401 "unauthenticated" otherwise), a route matches
+// it (403 "no-route"), and the guard allows the peer the route's action on
+// its resource (403 "access-denied"). While the guard holds no verified
+// access list the answer is 503 "no-access-list" with Retry-After; any
+// other guard failure is 503 "guard-unavailable": the PEP fails closed.
+// Refusals are RFC 9457 problem documents
+// (https://ward.dev/problems/<slug>) and are logged at Info with the
+// caller, resource, action and reason, never with headers or bodies.
+// An allowed request reaches the next handler with its Decision in the
+// context (DecisionFromContext).
+//
+// Routes use net/http ServeMux patterns and ServeMux precedence, so the
+// table reads like the service's own mux. A request the mux would
+// redirect (a path that is not clean, or a subtree pattern requested
+// without its trailing slash) matches no route and is refused.
+package pep

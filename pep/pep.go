@@ -1,0 +1,278 @@
+package pep
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/wardsec/ward/guard"
+	"github.com/wardsec/ward/identity"
+)
+
+// Errors callers branch on (errors.Is).
+var (
+	// ErrInvalidConfig: New was given a Config it cannot enforce (a
+	// missing field, an invalid or conflicting route).
+	ErrInvalidConfig = errors.New("pep: invalid config")
+	// ErrNoPeer: the request carries no authenticated peer identity.
+	ErrNoPeer = errors.New("pep: request has no authenticated peer")
+)
+
+// Reasons of a Decision.
+const (
+	ReasonGranted          = "granted"            // the guard allowed the request
+	ReasonUnknownCaller    = "unknown-caller"     // the caller is not on the access list
+	ReasonActionNotAllowed = "action-not-allowed" // the caller is on the list, not for this action
+	ReasonNoAccessList     = "no-access-list"     // the guard holds no verified access list yet
+	ReasonNoRoute          = "no-route"           // no route matches the request
+	ReasonNoPeer           = "no-peer"            // the request has no authenticated peer
+	ReasonGuardUnavailable = "guard-unavailable"  // the guard failed otherwise; refused (fail closed)
+)
+
+// Checker decides whether caller may perform action on resource: nil to
+// allow, otherwise guard.ErrUnknownCaller, guard.ErrActionNotAllowed,
+// guard.ErrNoAccessList or another error. *guard.Guard implements it.
+type Checker interface {
+	Check(ctx context.Context, caller spiffeid.ID, resource, action string) error
+}
+
+// Route maps requests to the resource and action they exercise.
+type Route struct {
+	// Pattern is a net/http ServeMux pattern, e.g. "GET /orders/{id}"
+	// ("GET" also matches HEAD; no method matches every method).
+	Pattern string
+	// Resource and Action name what the provider's manifest provides
+	// (lower-case letters, digits and . _ -, starting with a letter).
+	Resource, Action string
+}
+
+// Config configures a PEP.
+type Config struct {
+	// Guard decides. Required; usually a *guard.Guard.
+	Guard Checker
+	// Routes is the route table. Required (at least one route). Patterns
+	// must be valid and must not conflict (as ServeMux defines it).
+	Routes []Route
+	// PeerID returns the authenticated caller of a request. nil: the ID
+	// that identity's Source.Middleware put in the context, else the URI
+	// SAN of r.TLS.PeerCertificates[0] (use that only behind a TLS config
+	// that verified the chain, such as identity's ServerTLSConfig).
+	PeerID func(r *http.Request) (spiffeid.ID, error)
+	// Logger receives denials at Info. nil discards them.
+	Logger *slog.Logger
+}
+
+// Decision is the outcome for one request.
+type Decision struct {
+	Caller   spiffeid.ID // zero when Reason is ReasonNoPeer
+	Resource string      // empty when no route matched
+	Action   string
+	Allowed  bool
+	Reason   string // one of the Reason constants
+}
+
+// PEP enforces access lists on HTTP requests. Create it with New; it is
+// safe for concurrent use.
+type PEP struct {
+	guard  Checker
+	routes *http.ServeMux // handlers are *route
+	peerID func(r *http.Request) (spiffeid.ID, error)
+	log    *slog.Logger
+}
+
+// route is a Route registered in the PEP's mux; the mux finds it, it is
+// never served.
+type route struct {
+	Route
+}
+
+func (*route) ServeHTTP(http.ResponseWriter, *http.Request) {}
+
+// Same grammar as the manifest's resources and actions.
+var (
+	resourceRE = regexp.MustCompile(`^[a-z][a-z0-9._-]{0,63}$`)
+	actionRE   = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
+)
+
+// New validates cfg and builds its route table. Invalid or conflicting
+// patterns, and resources or actions a manifest could not provide, are
+// errors wrapping ErrInvalidConfig.
+func New(cfg Config) (*PEP, error) {
+	if cfg.Guard == nil {
+		return nil, fmt.Errorf("%w: Config.Guard is required", ErrInvalidConfig)
+	}
+	if len(cfg.Routes) == 0 {
+		return nil, fmt.Errorf("%w: Config.Routes is empty: every request would be refused", ErrInvalidConfig)
+	}
+	p := &PEP{guard: cfg.Guard, routes: http.NewServeMux(), peerID: cfg.PeerID, log: cfg.Logger}
+	if p.peerID == nil {
+		p.peerID = peerFromRequest
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	for i, rt := range cfg.Routes {
+		if !resourceRE.MatchString(rt.Resource) {
+			return nil, fmt.Errorf("%w: Routes[%d] %q: %q is not a valid resource (lower-case letters, digits, . _ and -, starting with a letter)", ErrInvalidConfig, i, rt.Pattern, rt.Resource)
+		}
+		if !actionRE.MatchString(rt.Action) {
+			return nil, fmt.Errorf("%w: Routes[%d] %q: %q is not a valid action (lower-case letters, digits, _ and -, starting with a letter)", ErrInvalidConfig, i, rt.Pattern, rt.Action)
+		}
+		if msg := register(http.NewServeMux(), rt); msg != "" {
+			return nil, fmt.Errorf("%w: Routes[%d]: %s", ErrInvalidConfig, i, msg)
+		}
+		if msg := register(p.routes, rt); msg != "" {
+			for j := range i {
+				if register(pair(cfg.Routes[j]), rt) != "" {
+					return nil, fmt.Errorf("%w: Routes[%d] %q conflicts with Routes[%d] %q (neither is more specific)", ErrInvalidConfig, i, rt.Pattern, j, cfg.Routes[j].Pattern)
+				}
+			}
+			return nil, fmt.Errorf("%w: Routes[%d]: %s", ErrInvalidConfig, i, msg)
+		}
+	}
+	return p, nil
+}
+
+// register adds rt to mux and returns ServeMux's complaint (it panics on
+// an invalid or conflicting pattern), "" when it was accepted.
+func register(mux *http.ServeMux, rt Route) (msg string) {
+	defer func() {
+		if r := recover(); r != nil {
+			msg = strings.TrimPrefix(fmt.Sprint(r), "http: ")
+		}
+	}()
+	mux.Handle(rt.Pattern, &route{Route: rt})
+	return ""
+}
+
+// pair returns a mux holding only rt (to find which route another one
+// conflicts with).
+func pair(rt Route) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle(rt.Pattern, &route{Route: rt})
+	return mux
+}
+
+// peerFromRequest is the default Config.PeerID.
+func peerFromRequest(r *http.Request) (spiffeid.ID, error) {
+	if id, ok := identity.PeerIDFromContext(r.Context()); ok {
+		return id, nil
+	}
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return spiffeid.ID{}, ErrNoPeer
+	}
+	id, err := x509svid.IDFromCert(r.TLS.PeerCertificates[0])
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("%w: %v", ErrNoPeer, err)
+	}
+	return id, nil
+}
+
+// decide returns the decision for r; the error is the guard's, or why
+// there is no caller.
+func (p *PEP) decide(r *http.Request) (Decision, error) {
+	caller, err := p.peerID(r)
+	if err != nil {
+		return Decision{Reason: ReasonNoPeer}, err
+	}
+	h, _ := p.routes.Handler(r)
+	rt, ok := h.(*route)
+	if !ok {
+		return Decision{Caller: caller, Reason: ReasonNoRoute}, nil
+	}
+	d := Decision{Caller: caller, Resource: rt.Resource, Action: rt.Action}
+	err = p.guard.Check(r.Context(), caller, rt.Resource, rt.Action)
+	switch {
+	case err == nil:
+		d.Allowed, d.Reason = true, ReasonGranted
+	case errors.Is(err, guard.ErrUnknownCaller):
+		d.Reason = ReasonUnknownCaller
+	case errors.Is(err, guard.ErrActionNotAllowed):
+		d.Reason = ReasonActionNotAllowed
+	case errors.Is(err, guard.ErrNoAccessList):
+		d.Reason = ReasonNoAccessList
+	default:
+		d.Reason = ReasonGuardUnavailable
+	}
+	return d, err
+}
+
+type decisionKey struct{}
+
+// decisionContext carries a Decision; it is context.WithValue in one
+// allocation instead of two.
+type decisionContext struct {
+	context.Context
+	d Decision
+}
+
+func (c *decisionContext) Value(key any) any {
+	if key == (decisionKey{}) {
+		return &c.d
+	}
+	return c.Context.Value(key)
+}
+
+// DecisionFromContext returns the Decision that Middleware stored in the
+// context of an allowed request.
+func DecisionFromContext(ctx context.Context) (Decision, bool) {
+	d, ok := ctx.Value(decisionKey{}).(*Decision)
+	if !ok {
+		return Decision{}, false
+	}
+	return *d, true
+}
+
+// Middleware serves a request with next only when the guard allows it;
+// it answers every other request itself (see the package documentation).
+func (p *PEP) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d, err := p.decide(r)
+		if d.Allowed {
+			next.ServeHTTP(w, r.WithContext(&decisionContext{Context: r.Context(), d: d}))
+			return
+		}
+		p.deny(w, r, d, err)
+	})
+}
+
+// deny logs a refusal and answers it.
+func (p *PEP) deny(w http.ResponseWriter, r *http.Request, d Decision, err error) {
+	attrs := []slog.Attr{slog.String("reason", d.Reason), slog.String("method", r.Method)}
+	if !d.Caller.IsZero() {
+		attrs = append(attrs, slog.String("caller", d.Caller.String()))
+	}
+	if d.Resource != "" {
+		attrs = append(attrs, slog.String("resource", d.Resource), slog.String("action", d.Action))
+	}
+	if d.Reason == ReasonNoPeer || d.Reason == ReasonGuardUnavailable {
+		attrs = append(attrs, slog.String("error", err.Error()))
+	}
+	p.log.LogAttrs(r.Context(), slog.LevelInfo, "pep: request denied", attrs...)
+
+	switch d.Reason {
+	case ReasonNoPeer:
+		writeProblem(w, http.StatusUnauthorized, "unauthenticated", "Caller not authenticated",
+			"the request did not arrive over mutual TLS with a verified client certificate")
+	case ReasonNoRoute:
+		writeProblem(w, http.StatusForbidden, "no-route", "No access rule for this request",
+			"no route of this service's access table matches the request method and path")
+	case ReasonUnknownCaller, ReasonActionNotAllowed:
+		writeProblem(w, http.StatusForbidden, "access-denied", "Access denied",
+			fmt.Sprintf("%s is not granted action %q on resource %q", d.Caller, d.Action, d.Resource))
+	case ReasonNoAccessList:
+		w.Header().Set("Retry-After", "5")
+		writeProblem(w, http.StatusServiceUnavailable, "no-access-list", "Access list not available",
+			"the service holds no verified access list yet; retry shortly")
+	default:
+		writeProblem(w, http.StatusServiceUnavailable, "guard-unavailable", "Access check failed",
+			"the access check could not be completed, so the request was refused")
+	}
+}
