@@ -43,6 +43,8 @@ type Checker interface {
 	Check(ctx context.Context, caller spiffeid.ID, resource, action string) error
 }
 
+var _ Checker = (*guard.Guard)(nil)
+
 // Route maps requests to the resource and action they exercise.
 type Route struct {
 	// Pattern is a net/http ServeMux pattern, e.g. "GET /orders/{id}"

@@ -25,6 +25,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"gopkg.in/yaml.v3"
 
+	"github.com/wardsec/ward/guard"
 	"github.com/wardsec/ward/identity"
 	"github.com/wardsec/ward/pep"
 )
@@ -67,6 +68,8 @@ type Access struct {
 type ListVersioner interface {
 	Version() int64
 }
+
+var _ ListVersioner = (*guard.Guard)(nil)
 
 // Manifest returns whoami's catalogue manifest (ward.yaml) for the named
 // service: it provides the resource "whoami" with the action "read" and

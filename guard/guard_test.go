@@ -1,0 +1,285 @@
+package guard
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+func TestNewValidatesConfig(t *testing.T) {
+	a := newTestAuthority(t)
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{"no provider", Config{Fetcher: a, Bundle: a.bundle}},
+		{"no fetcher", Config{Provider: svc("whoami"), Bundle: a.bundle}},
+		{"no bundle", Config{Provider: svc("whoami"), Fetcher: a}},
+		{"negative interval", Config{Provider: svc("whoami"), Fetcher: a, Bundle: a.bundle, MissRefreshInterval: -1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := New(context.Background(), tt.cfg); err == nil {
+				t.Fatal("New accepted an invalid config")
+			}
+		})
+	}
+}
+
+func TestCheckWithoutList(t *testing.T) {
+	a := newTestAuthority(t)
+	a.setDown(true)
+	g := newTestGuard(t, a, nil)
+	if g.Allowed(svc("web"), "whoami", "read") {
+		t.Fatal("allowed without a list")
+	}
+	if err := g.Check(context.Background(), svc("web"), "whoami", "read"); !errors.Is(err, ErrNoAccessList) {
+		t.Fatalf("err = %v, want ErrNoAccessList", err)
+	}
+}
+
+func TestCheckAndLazyRefresh(t *testing.T) {
+	a := newTestAuthority(t)
+	a.setList(1, []string{"web"})
+	g := newTestGuard(t, a, func(c *Config) { c.MissRefreshInterval = time.Millisecond })
+	ctx := context.Background()
+	if err := g.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !g.Allowed(svc("web"), "whoami", "read") || g.Version() != 1 {
+		t.Fatalf("web not allowed at version %d", g.Version())
+	}
+	if err := g.Check(ctx, svc("web"), "whoami", "write"); !errors.Is(err, ErrActionNotAllowed) {
+		t.Fatalf("write: %v, want ErrActionNotAllowed", err)
+	}
+	// A new consumer is approved; the guard has not heard of it yet. The
+	// miss refreshes and the second look allows it.
+	a.setList(2, []string{"web", "api"})
+	time.Sleep(2 * time.Millisecond)
+	if g.Allowed(svc("api"), "whoami", "read") {
+		t.Fatal("allowed before the refresh")
+	}
+	if err := g.Check(ctx, svc("api"), "whoami", "read"); err != nil {
+		t.Fatalf("api after lazy refresh: %v", err)
+	}
+	if g.Version() != 2 {
+		t.Fatalf("version %d", g.Version())
+	}
+	if err := g.Check(ctx, svc("evil"), "whoami", "read"); !errors.Is(err, ErrUnknownCaller) {
+		t.Fatalf("evil: %v, want ErrUnknownCaller", err)
+	}
+	l := g.List()
+	l.Consumers[0].ID = "mutated"
+	if g.List().Consumers[0].ID == "mutated" {
+		t.Fatal("List returned the guard's own list")
+	}
+}
+
+// TestMissFlood fires 10,000 checks from unknown callers and shows the
+// authority saw no more fetches than the rate limit allows.
+func TestMissFlood(t *testing.T) {
+	a := newTestAuthority(t)
+	a.setList(1, []string{"web"})
+	const interval = 20 * time.Millisecond
+	g := newTestGuard(t, a, func(c *Config) { c.MissRefreshInterval = interval })
+	if err := g.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	before := a.listHits.Load()
+	start := time.Now()
+	const workers, perWorker = 50, 200
+	var wg sync.WaitGroup
+	var allowed atomic.Int64
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perWorker {
+				id := spiffeid.RequireFromSegments(testTD, "svc", "intruder", string(rune('a'+w%26)), string(rune('a'+i%26)))
+				if g.Check(context.Background(), id, "whoami", "read") == nil {
+					allowed.Add(1)
+				}
+				if i%10 == 0 {
+					time.Sleep(2 * time.Millisecond) // spread the flood over several intervals
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	fetches := a.listHits.Load() - before
+	limit := 1 + int64(elapsed/interval)
+	t.Logf("%d checks from unknown callers in %v: %d fetches (limit %d at one per %v)", workers*perWorker, elapsed.Round(time.Millisecond), fetches, limit, interval)
+	if allowed.Load() != 0 {
+		t.Fatalf("%d unknown callers allowed", allowed.Load())
+	}
+	if fetches > limit {
+		t.Fatalf("%d fetches in %v, more than the limit %d", fetches, elapsed, limit)
+	}
+	if fetches == 0 {
+		t.Fatal("no fetch at all: the lazy refresh did not run")
+	}
+}
+
+// TestRememberedMiss: a caller that missed after a refresh is refused
+// without another fetch until MissTTL passes; a new version forgets it.
+func TestRememberedMiss(t *testing.T) {
+	a := newTestAuthority(t)
+	now := time.Now()
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	g := newTestGuard(t, a, func(c *Config) {
+		c.Now = clock
+		c.MissRefreshInterval = time.Millisecond
+		c.MissTTL = time.Minute
+	})
+	ctx := context.Background()
+	if err := g.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hits := a.listHits.Load()
+	_ = g.Check(ctx, svc("web"), "whoami", "read") // refreshes once, then remembered
+	if got := a.listHits.Load() - hits; got != 1 {
+		t.Fatalf("first miss caused %d fetches, want 1", got)
+	}
+	advance(time.Second)
+	_ = g.Check(ctx, svc("web"), "whoami", "read")
+	if got := a.listHits.Load() - hits; got != 1 {
+		t.Fatalf("remembered miss caused a fetch (%d)", got)
+	}
+	advance(2 * time.Minute)
+	a.setList(2, []string{"web"})
+	if err := g.Check(ctx, svc("web"), "whoami", "read"); err != nil {
+		t.Fatalf("after MissTTL and approval: %v", err)
+	}
+}
+
+func TestRollbackRefused(t *testing.T) {
+	a := newTestAuthority(t)
+	a.setList(5, []string{"web"})
+	g := newTestGuard(t, a, nil)
+	if err := g.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	a.setList(4, []string{"web", "evil"}) // a replayed older list
+	if err := g.Refresh(context.Background()); !errors.Is(err, ErrRollback) {
+		t.Fatalf("err = %v, want ErrRollback", err)
+	}
+	if g.Version() != 5 || g.Allowed(svc("evil"), "whoami", "read") {
+		t.Fatalf("rollback applied: version %d", g.Version())
+	}
+}
+
+func TestEventsTriggerRefresh(t *testing.T) {
+	a := newTestAuthority(t)
+	ev := &events{}
+	g := newTestGuard(t, a, func(c *Config) { c.Events = ev })
+	runGuard(t, g)
+	waitUntil(t, "the first list", func() bool { return g.Version() == 1 })
+	a.setList(2, []string{"web"})
+	hits := a.listHits.Load()
+	ev.emit("accesslist", `{"version":99,"provider":"spiffe://example.org/svc/other","list_version":7}`)
+	ev.emit("revocation", `{"version":100,"serials":[]}`)
+	ev.emit("accesslist", `not json`)
+	time.Sleep(50 * time.Millisecond)
+	if a.listHits.Load() != hits {
+		t.Fatal("an event for another provider caused a fetch")
+	}
+	ev.emit("accesslist", `{"version":101,"provider":"spiffe://example.org/svc/whoami","list_version":2}`)
+	waitUntil(t, "version 2 after the event", func() bool { return g.Allowed(svc("web"), "whoami", "read") })
+	a.setList(3, nil)
+	ev.emit("snapshot", `{"version":102,"access_list_version":3}`)
+	waitUntil(t, "version 3 after a snapshot", func() bool { return g.Version() == 3 })
+	if g.Allowed(svc("web"), "whoami", "read") {
+		t.Fatal("web still allowed after revocation")
+	}
+}
+
+func TestCacheSurvivesRestart(t *testing.T) {
+	a := newTestAuthority(t)
+	a.setList(7, []string{"web"})
+	dir := filepath.Join(t.TempDir(), "accesslist")
+	g := newTestGuard(t, a, func(c *Config) { c.CacheDir = dir })
+	if err := g.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{cacheListFile, cacheKeysFile} {
+		st, err := os.Stat(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s mode %v", f, st.Mode().Perm())
+		}
+	}
+	// Restart with the authority down: the cached list is enforced.
+	a.setDown(true)
+	g2 := newTestGuard(t, a, func(c *Config) { c.CacheDir = dir })
+	if g2.Version() != 7 || !g2.Allowed(svc("web"), "whoami", "read") || g2.Allowed(svc("evil"), "whoami", "read") {
+		t.Fatalf("restarted guard: version %d", g2.Version())
+	}
+	if err := g2.Check(context.Background(), svc("evil"), "whoami", "read"); !errors.Is(err, ErrUnknownCaller) {
+		t.Fatalf("evil with the authority down: %v", err)
+	}
+
+	// A tampered cache is not used.
+	data, _ := os.ReadFile(filepath.Join(dir, cacheListFile))
+	data[len(data)-5] ^= 1
+	if err := os.WriteFile(filepath.Join(dir, cacheListFile), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g3 := newTestGuard(t, a, func(c *Config) { c.CacheDir = dir })
+	if g3.Version() != 0 || g3.Allowed(svc("web"), "whoami", "read") {
+		t.Fatal("tampered cache was loaded")
+	}
+	// A cache for another provider is not used either.
+	g4 := newTestGuard(t, a, func(c *Config) { c.CacheDir = dir; c.Provider = svc("orders") })
+	if g4.Version() != 0 {
+		t.Fatal("another provider's cache was loaded")
+	}
+}
+
+type declarer struct {
+	*testAuthority
+	mu    sync.Mutex
+	got   [][]byte
+	errs  []error
+	calls atomic.Int64
+}
+
+func (d *declarer) Declare(_ context.Context, m []byte) error {
+	d.calls.Add(1)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.got = append(d.got, m)
+	if len(d.errs) > 0 {
+		err := d.errs[0]
+		d.errs = d.errs[1:]
+		return err
+	}
+	return nil
+}
+
+func TestRunDeclaresManifest(t *testing.T) {
+	a := newTestAuthority(t)
+	d := &declarer{testAuthority: a, errs: []error{errors.New("connection refused")}}
+	g := newTestGuard(t, a, func(c *Config) { c.Fetcher = d; c.Manifest = []byte("service: whoami\n") })
+	runGuard(t, g)
+	waitUntil(t, "the manifest is declared after a retry", func() bool { return d.calls.Load() == 2 })
+
+	refused := &declarer{testAuthority: a, errs: []error{&AuthorityError{Status: 400, Type: "invalid-manifest"}}}
+	g2 := newTestGuard(t, a, func(c *Config) { c.Fetcher = refused; c.Manifest = []byte("x") })
+	runGuard(t, g2)
+	time.Sleep(1500 * time.Millisecond)
+	if n := refused.calls.Load(); n != 1 {
+		t.Fatalf("a refused manifest was sent %d times", n)
+	}
+}
