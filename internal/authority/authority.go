@@ -1,9 +1,11 @@
 // Package authority is ward's control plane: the certificate authority that
 // issues and renews X.509-SVIDs (root, per-team intermediates), answers OCSP
 // and serves CRLs, revokes certificates, services and intermediates, rotates
-// the trust bundle, streams signed change events to SDKs, and serves the
-// admin API. All state lives in an internal/store; CA and signing keys are
-// sealed by an internal/kms.KMS. Replicas share the store and learn of each
+// the trust bundle, streams signed change events to SDKs, keeps the
+// dependency catalogue (declarations, access requests, grants; see
+// internal/catalog), serves each provider its signed access list, and
+// serves the admin API. All state lives in an internal/store; CA and
+// signing keys are sealed by an internal/kms.KMS. Replicas share the store and learn of each
 // other's changes through the bus (NATS subject ward.v1.events).
 //
 //	res, err := authority.Init(ctx, st, k, authority.InitOptions{TrustDomain: td}) // once

@@ -201,7 +201,7 @@ func (a *Authority) handleDeclare(w http.ResponseWriter, r *http.Request) error 
 	}
 	m, err := catalog.ParseManifest(data)
 	if err != nil {
-		return problem.New(http.StatusBadRequest, slugInvalidManifest, "Invalid manifest", clientText(err))
+		return problem.New(http.StatusBadRequest, slugInvalidManifest, "Invalid manifest", strings.TrimPrefix(err.Error(), "catalog: invalid manifest: "))
 	}
 	if m.Service != self.Name {
 		a.log.WarnContext(r.Context(), "declaration for another service refused", "peer", p.id.String(), "declared", m.Service)

@@ -106,7 +106,7 @@ func (g *globals) send(cmd *cobra.Command, method, path string, in any, keys ...
 	return out, g.print(out, func(w io.Writer) {
 		for _, k := range keys {
 			if v := out.str(k); v != "" {
-				fmt.Fprintf(w, "%-16s %s\n", k+":", v)
+				fmt.Fprintf(w, "%-20s %s\n", k+":", v)
 			}
 		}
 	})
