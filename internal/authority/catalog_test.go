@@ -69,7 +69,7 @@ func (c *catalogEnv) list(name string) guard.AccessList {
 	if ct := resp.Header.Get("Content-Type"); ct != guard.MediaType {
 		c.t.Fatalf("content type %q", ct)
 	}
-	obj, err := jose.ParseSigned(string(body), []jose.SignatureAlgorithm{jose.EdDSA})
+	obj, err := jose.ParseSignedCompact(string(body), []jose.SignatureAlgorithm{jose.EdDSA})
 	if err != nil {
 		c.t.Fatal(err)
 	}
