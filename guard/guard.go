@@ -259,20 +259,7 @@ func (g *Guard) List() *AccessList {
 }
 
 // Refresh fetches the current list now, or waits for the fetch in flight.
-func (g *Guard) Refresh(ctx context.Context) error {
-	g.mu.Lock()
-	c := g.inflight
-	if c == nil {
-		c = g.startFetchLocked(false)
-	}
-	g.mu.Unlock()
-	select {
-	case <-c.done:
-		return c.err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (g *Guard) Refresh(ctx context.Context) error { return g.fetchNow(ctx, false) }
 
 // startFetchLocked starts a fetch; callers hold g.mu and checked that
 // none is in flight.

@@ -1,9 +1,7 @@
 package cli
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -28,11 +26,10 @@ import (
 // svidSession is a workload's view of the authority: its SVID and bundle
 // from a directory, and an mTLS client that accepts only the authority.
 type svidSession struct {
-	base   string
+	api    *apiClient // no admin token: the SVID authenticates
 	svid   *x509svid.SVID
 	bundle *x509bundle.Bundle
 	td     spiffeid.TrustDomain
-	http   *http.Client
 	guard  *guard.Client
 }
 
@@ -59,39 +56,15 @@ func (g *globals) svidSession(dir string) (*svidSession, error) {
 		return nil, err
 	}
 	return &svidSession{
-		base:   base,
+		api: &apiClient{base: base, http: &http.Client{
+			Timeout:   30 * time.Second,
+			Transport: &http.Transport{TLSClientConfig: tlsConf, ForceAttemptHTTP2: true},
+		}},
 		svid:   svid,
 		bundle: bundle,
 		td:     td,
 		guard:  gc,
-		http: &http.Client{
-			Timeout:   30 * time.Second,
-			Transport: &http.Transport{TLSClientConfig: tlsConf, ForceAttemptHTTP2: true},
-		},
 	}, nil
-}
-
-// post sends body with contentType and decodes a 2xx JSON answer into out.
-func (s *svidSession) post(ctx context.Context, path, contentType string, body []byte, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.base+path, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", contentType)
-	req.Header.Set("Accept", "application/json")
-	resp, err := s.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("authority unreachable: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return problem.Decode(resp)
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
-	if err != nil {
-		return fmt.Errorf("authority answer: %w", err)
-	}
-	return json.Unmarshal(data, out)
 }
 
 // verifiedList fetches the session's own access list and the authority's
@@ -151,7 +124,7 @@ func newCatalogDeclareCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("read manifest: %w", err)
 			}
 			var out declareAnswer
-			if err := s.post(cmd.Context(), "/v1/catalog/declarations", "application/yaml", data, &out); err != nil {
+			if err := s.api.doBody(cmd.Context(), http.MethodPost, "/v1/catalog/declarations", "application/yaml", data, &out); err != nil {
 				return err
 			}
 			return g.print(out, func(w io.Writer) {

@@ -99,20 +99,30 @@ func (g *globals) adminClient() (*apiClient, error) {
 // do sends in (if non-nil) as JSON and decodes a 2xx JSON answer into out.
 // Non-2xx answers come back as *problem.Problem errors.
 func (c *apiClient) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
+	var body []byte
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return err
 		}
-		body = bytes.NewReader(b)
+		body = b
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	return c.doBody(ctx, method, path, "application/json", body, out)
+}
+
+// doBody sends body (if non-nil) with contentType and decodes a 2xx JSON
+// answer into out.
+func (c *apiClient) doBody(ctx context.Context, method, path, contentType string, body []byte, out any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
 		return err
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", contentType)
 	}
 	req.Header.Set("Accept", "application/json")
 	if c.token != "" {

@@ -125,6 +125,13 @@ func TestCLIUsageErrors(t *testing.T) {
 		{"no authority", []string{"--authority", "", "team", "list"}, 2, "WARD_AUTHORITY"},
 		{"http authority", []string{"--authority", "http://x", "team", "list"}, 2, "https://"},
 		{"unknown flag", []string{"version", "--nope"}, 2, "unknown flag"},
+		{"deny without reason", []string{"catalog", "deny", "req-1"}, 2, "--reason"},
+		{"revoke-grant without reason", []string{"catalog", "revoke-grant", "req-1"}, 2, "--reason"},
+		{"revoke-grant without target", []string{"catalog", "revoke-grant", "--reason", "x"}, 2, "--consumer"},
+		{"graph format", []string{"catalog", "graph", "--format", "svg"}, 2, "dot or mermaid"},
+		{"declare without file", []string{"catalog", "declare", "--svid-dir", "x"}, 2, "--file"},
+		{"declare without svid", []string{"--authority", "https://127.0.0.1:1", "catalog", "declare", "--file", "x"}, 2, "--svid-dir"},
+		{"accesslist without svid", []string{"--authority", "https://127.0.0.1:1", "accesslist", "show"}, 2, "--svid-dir"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb strings.Builder
