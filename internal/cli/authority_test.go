@@ -231,3 +231,62 @@ func initWithConfig(t *testing.T, dir, cfg string) (string, map[string]string) {
 	}
 	return cfgPath, res
 }
+
+// TestCatalogAcrossReplicas: two authority replicas on one PostgreSQL store
+// and an external NATS; the provider watches replica B, the reviewer
+// approves and revokes on replica A, and the provider follows within a
+// second each time.
+func TestCatalogAcrossReplicas(t *testing.T) {
+	natsURL := os.Getenv("WARD_TEST_NATS_URL")
+	if natsURL == "" {
+		t.Skip("WARD_TEST_NATS_URL not set; e.g. nats://127.0.0.1:4222")
+	}
+	if os.Getenv("WARD_TEST_POSTGRES_DSN") == "" {
+		t.Skip("WARD_TEST_POSTGRES_DSN not set; e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	}
+	dir := t.TempDir()
+	cfg := "trust_domain: ward.test\ndata_dir: " + dir + "\nauthority:\n  listen: 127.0.0.1:0\nbus:\n  url: " + natsURL +
+		"\nstore:\n  dsn: '" + storetest.PostgresDSN(t) + "'\n"
+	cfgPath, res := initWithConfig(t, dir, cfg)
+	addrA, addrB := startAuthorityRun(t, cfgPath), startAuthorityRun(t, cfgPath)
+	env := func(addr string) *devEnv {
+		return &devEnv{t: t, vars: map[string]string{
+			"WARD_AUTHORITY":   "https://" + addr,
+			"WARD_CA_BUNDLE":   filepath.Join(dir, "bundle.pem"),
+			"WARD_ADMIN_TOKEN": res["admin_token"],
+		}}
+	}
+	a, b := env(addrA), env(addrB)
+	a.mustWard("team", "create", "shop")
+	apiDir := a.newService("shop", "api", "L2")
+	webDir := a.newService("shop", "web", "L2")
+
+	w := startWhoami(t, b, apiDir, "") // declares and watches through replica B
+	url := "https://" + w.addr + "/"
+	manifest := filepath.Join(t.TempDir(), "ward.yaml")
+	if err := os.WriteFile(manifest, []byte("service: web\nversion: 1.0.0\nconsumes:\n  - service: api\n    resource: whoami\n    actions: [read]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var decl declareAnswer
+	waitFor(t, 10*time.Second, "api's declaration is known", func() bool {
+		out, err := a.ward("catalog", "declare", "--svid-dir", webDir, "--file", manifest, "-o", "json")
+		return err == nil && json.Unmarshal([]byte(out), &decl) == nil
+	})
+	if _, refused, err := a.call(webDir, url); err != nil || !refused {
+		t.Fatalf("before approval: refused=%v err=%v", refused, err)
+	}
+	a.mustWard("catalog", "approve", decl.Consumes[0].RequestID)
+	approved := time.Now()
+	waitFor(t, time.Second, "replica B's provider admits web after approval on replica A", func() bool {
+		_, refused, err := a.call(webDir, url)
+		return err == nil && !refused
+	})
+	t.Logf("approval crossed replicas in %v", time.Since(approved).Round(time.Millisecond))
+	a.mustWard("catalog", "revoke-grant", decl.Consumes[0].RequestID, "--reason", "test over")
+	revoked := time.Now()
+	waitFor(t, time.Second, "replica B's provider refuses web after revoke-grant on replica A", func() bool {
+		_, refused, err := a.call(webDir, url)
+		return err == nil && refused
+	})
+	t.Logf("revocation of the grant crossed replicas in %v", time.Since(revoked).Round(time.Millisecond))
+}
