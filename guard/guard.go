@@ -92,7 +92,11 @@ type Guard struct {
 	lastMissFetch time.Time
 	misses        map[entryKey]miss
 
-	fetches atomic.Int64 // list fetches started
+	// keysKID and keysAt are the key ID that last caused a key set fetch
+	// and when; only the fetch in flight touches them (fetches are
+	// serialized through inflight under mu).
+	keysKID string
+	keysAt  time.Time
 }
 
 type keyState struct {
@@ -266,7 +270,6 @@ func (g *Guard) Refresh(ctx context.Context) error { return g.fetchNow(ctx, fals
 func (g *Guard) startFetchLocked(forceKeys bool) *fetchCall {
 	c := &fetchCall{done: make(chan struct{})}
 	g.inflight = c
-	g.fetches.Add(1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
 		c.err = g.fetch(ctx, forceKeys)
@@ -279,28 +282,32 @@ func (g *Guard) startFetchLocked(forceKeys bool) *fetchCall {
 	return c
 }
 
-// fetch gets, verifies and installs the current list; the keys are
-// fetched too when the list's key is unknown or forceKeys.
+// fetch gets, verifies and installs the current list. The keys are
+// fetched too when forceKeys, or when the list's key is unknown — at most
+// once per MissRefreshInterval for the same unknown key, so a list signed
+// by a key the authority does not publish cannot double the load.
 func (g *Guard) fetch(ctx context.Context, forceKeys bool) error {
 	jws, err := g.cfg.Fetcher.FetchAccessList(ctx)
 	if err != nil {
 		return fmt.Errorf("guard: fetch access list: %w", err)
 	}
 	ks := g.keys.Load()
-	fetchedKeys := false
-	if forceKeys || ks == nil || !ks.set.has(peekKeyID(jws)) {
-		if ks, err = g.fetchKeys(ctx); err != nil {
-			return err
+	if kid := peekKeyID(jws); forceKeys || ks == nil || !ks.set.has(kid) {
+		now := g.now()
+		if forceKeys || kid != g.keysKID || g.keysAt.IsZero() || now.Sub(g.keysAt) >= g.cfg.MissRefreshInterval {
+			g.keysKID, g.keysAt = kid, now
+			fetched, err := g.fetchKeys(ctx)
+			if err != nil {
+				return err
+			}
+			ks = fetched
 		}
-		fetchedKeys = true
 	}
-	list, err := Verify(jws, ks.set, g.cfg.Provider)
-	if errors.Is(err, ErrNoTrustedKey) && !fetchedKeys {
-		if ks, err = g.fetchKeys(ctx); err != nil {
-			return err
-		}
-		list, err = Verify(jws, ks.set, g.cfg.Provider)
+	var set *KeySet
+	if ks != nil {
+		set = ks.set
 	}
+	list, err := Verify(jws, set, g.cfg.Provider)
 	if err != nil {
 		g.log.Error("guard: access list refused", "provider", g.cfg.Provider.String(), "error", err.Error())
 		return err

@@ -37,6 +37,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/time/rate"
 
 	"github.com/wardsec/ward/internal/bus"
 	"github.com/wardsec/ward/internal/kms"
@@ -136,6 +137,8 @@ type tunables struct {
 	crlMaxAge     time.Duration // CRL cache lifetime
 	failureRate   float64       // failed authentications refilled per second, per client address bucket
 	failureBurst  int           // failed authentications allowed at once, per client address bucket
+	declareRate   float64       // changed declarations refilled per second, per service
+	declareBurst  int           // changed declarations allowed at once, per service
 }
 
 var defaultTunables = tunables{
@@ -147,6 +150,8 @@ var defaultTunables = tunables{
 	crlMaxAge:     time.Minute,
 	failureRate:   5,
 	failureBurst:  50,
+	declareRate:   1.0 / 6,
+	declareBurst:  10,
 }
 
 // Authority is a running control-plane replica. It is safe for concurrent use.
@@ -177,13 +182,15 @@ type Authority struct {
 	reloadMu sync.Mutex // serializes CA reloads
 	adminMu  sync.Mutex // serializes CA-changing admin operations in this replica
 
-	hub       *hub
-	crls      *crlCache
-	lists     listCache  // signed access lists by provider
-	kidOnce   sync.Once  // computes kid
-	kid       string     // RFC 7638 thumbprint of signingKey
-	catalogMu sync.Mutex // serializes declarations in this replica
-	services  sync.Map   // name → *store.Service, see service
+	hub        *hub
+	crls       *crlCache
+	lists      listCache  // signed access lists by provider
+	kidOnce    sync.Once  // computes kid
+	kid        string     // RFC 7638 thumbprint of signingKey
+	catalogMu  sync.Mutex // serializes declarations in this replica
+	declMu     sync.Mutex
+	declLimits map[string]*rate.Limiter // changed declarations per service
+	services   sync.Map                 // name → *store.Service, see service
 
 	handlerOnce sync.Once
 	handler     http.Handler

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/wardsec/ward/internal/catalog"
 	"github.com/wardsec/ward/internal/problem"
 	"github.com/wardsec/ward/internal/store"
@@ -24,10 +26,30 @@ import (
 
 // Problem slugs of the catalogue.
 const (
-	slugInvalidManifest   = "invalid-manifest"
-	slugUnknownDependency = "unknown-dependency"
-	slugUnsupportedMedia  = "unsupported-media-type"
+	slugInvalidManifest     = "invalid-manifest"
+	slugUnknownDependency   = "unknown-dependency"
+	slugUnsupportedMedia    = "unsupported-media-type"
+	slugTooManyDeclarations = "too-many-declarations"
 )
+
+// allowDeclaration charges one changed declaration to service: a burst of
+// tun.declareBurst, refilled at tun.declareRate per second, so that one
+// service cannot grow the declaration history and the review queue
+// without bound. Unchanged declarations (every instance declaring at
+// start-up) are free. The limiters are per registered service.
+func (a *Authority) allowDeclaration(service string) bool {
+	a.declMu.Lock()
+	defer a.declMu.Unlock()
+	if a.declLimits == nil {
+		a.declLimits = map[string]*rate.Limiter{}
+	}
+	l, ok := a.declLimits[service]
+	if !ok {
+		l = rate.NewLimiter(rate.Limit(a.tun.declareRate), a.tun.declareBurst)
+		a.declLimits[service] = l
+	}
+	return l.Allow()
+}
 
 // requestView is an access request as the admin API shows it.
 type requestView struct {
@@ -254,6 +276,11 @@ func (a *Authority) handleDeclare(w http.ResponseWriter, r *http.Request) error 
 	case err == nil && latest.Version == m.Version && bytes.Equal(latest.Manifest, canonical):
 		view.Unchanged, view.DeclaredAt = true, latest.DeclaredAt.UTC()
 	case err == nil || isNotFound(err):
+		if !a.allowDeclaration(self.Name) {
+			a.log.WarnContext(ctx, "declaration refused: too many changes", "service", self.Name)
+			return problem.New(http.StatusTooManyRequests, slugTooManyDeclarations, "Too many declarations",
+				fmt.Sprintf("service %s changed its declaration too often; retry later", quote(self.Name)))
+		}
 		bump := true
 		if err == nil {
 			old, derr := catalog.DecodeStored(latest.Manifest)

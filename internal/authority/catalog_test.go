@@ -407,3 +407,20 @@ func TestAccessListEventReachesOnlyTheProvider(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 }
+
+// TestDeclarationRateLimit: changed declarations are limited per service;
+// re-sending the current one is free.
+func TestDeclarationRateLimit(t *testing.T) {
+	c := &catalogEnv{env: newEnv(t, withTunables(func(tu *tunables) { tu.declareRate, tu.declareBurst = 0.001, 3 })), clients: map[string]*http.Client{}}
+	c.service("id", "whoami", "L1")
+	c.service("id", "other", "L1")
+	for i := range 3 {
+		c.declare("whoami", fmt.Sprintf("service: whoami\nversion: 1.0.%d\n", i), http.StatusOK)
+	}
+	resp, body := c.do(c.clients["whoami"], "POST", "/v1/catalog/declarations", "", "service: whoami\nversion: 1.0.9\n")
+	wantProblem(t, resp, body, http.StatusTooManyRequests, slugTooManyDeclarations)
+	if out := c.declare("whoami", "service: whoami\nversion: 1.0.2\n", http.StatusOK); out["unchanged"] != true {
+		t.Fatalf("re-sending the current declaration: %v", out)
+	}
+	c.declare("other", "service: other\nversion: 1.0.0\n", http.StatusOK) // another service has its own budget
+}

@@ -235,6 +235,9 @@ func (a *Authority) writeError(w http.ResponseWriter, r *http.Request, err error
 	if p.Status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "5")
 	}
+	if p.Status == http.StatusTooManyRequests && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", "10")
+	}
 	problem.Write(w, p)
 }
 

@@ -72,6 +72,12 @@ func (s *Store) PutDeclaration(ctx context.Context, d Declaration, bump bool) (D
 		if err != nil {
 			return wrap(err, op, fmt.Sprintf("declaration of %q", d.Service))
 		}
+		// History is bounded: the newest DeclarationsKept per service stay.
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM declarations WHERE service = ? AND seq < (
+			SELECT MIN(seq) FROM (SELECT seq FROM declarations WHERE service = ? ORDER BY seq DESC LIMIT ?) AS kept)`),
+			d.Service, d.Service, DeclarationsKept); err != nil {
+			return fmt.Errorf("store: %s: prune history of %q: %w", op, d.Service, err)
+		}
 		if bump {
 			version, err = s.bumpVersion(ctx, tx, d.Service)
 		} else {
@@ -83,6 +89,31 @@ func (s *Store) PutDeclaration(ctx context.Context, d Declaration, bump bool) (D
 		return Declaration{}, 0, err
 	}
 	return d, version, nil
+}
+
+// DeclarationsKept is how many declarations of one service the store keeps
+// (the newest); older ones are deleted by PutDeclaration.
+const DeclarationsKept = 100
+
+// ListDeclarations returns the service's kept declarations, newest first.
+func (s *Store) ListDeclarations(ctx context.Context, service string) ([]Declaration, error) {
+	rows, err := s.rdb.QueryContext(ctx, s.q(`SELECT `+declarationColumns+` FROM declarations WHERE service = ? ORDER BY seq DESC`), service)
+	if err != nil {
+		return nil, fmt.Errorf("store: list declarations of %q: %w", service, err)
+	}
+	defer rows.Close()
+	var out []Declaration
+	for rows.Next() {
+		d, err := scanDeclaration(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: list declarations of %q: %w", service, err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list declarations of %q: %w", service, err)
+	}
+	return out, nil
 }
 
 // LatestDeclaration returns the service's newest declaration (highest

@@ -138,6 +138,37 @@ func testDeclarations(t *testing.T, st *store.Store) {
 	}
 }
 
+// testDeclarationHistory: the newest DeclarationsKept declarations of a
+// service are kept, newest first; other services' are untouched.
+func testDeclarationHistory(t *testing.T, st *store.Store) {
+	ctx := t.Context()
+	other, _, err := st.PutDeclaration(ctx, store.Declaration{Service: "other", Version: "1", Manifest: []byte("{}"), DeclaredAt: at(0)}, false)
+	must(t, err)
+	var last store.Declaration
+	for i := range store.DeclarationsKept + 5 {
+		last, _, err = st.PutDeclaration(ctx, store.Declaration{Service: "web", Version: fmt.Sprintf("1.0.%d", i), Manifest: []byte("{}"), DeclaredAt: at(time.Duration(i) * time.Second)}, false)
+		must(t, err)
+	}
+	hist, err := st.ListDeclarations(ctx, "web")
+	must(t, err)
+	if len(hist) != store.DeclarationsKept {
+		t.Fatalf("kept %d declarations, want %d", len(hist), store.DeclarationsKept)
+	}
+	if hist[0].Seq != last.Seq || hist[0].Version != fmt.Sprintf("1.0.%d", store.DeclarationsKept+4) || hist[len(hist)-1].Version != "1.0.5" {
+		t.Fatalf("history runs from %s to %s", hist[0].Version, hist[len(hist)-1].Version)
+	}
+	for i := 1; i < len(hist); i++ {
+		if hist[i].Seq >= hist[i-1].Seq {
+			t.Fatalf("history not newest first at %d", i)
+		}
+	}
+	o, err := st.ListDeclarations(ctx, "other")
+	must(t, err)
+	if len(o) != 1 || o[0].Seq != other.Seq {
+		t.Fatalf("another service's history changed: %+v", o)
+	}
+}
+
 func testAccessRequests(t *testing.T, st *store.Store) {
 	ctx := t.Context()
 	full := store.AccessRequest{

@@ -44,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"Events", testEvents},
 		{"EventsConcurrent", testEventsConcurrent},
 		{"Declarations", testDeclarations},
+		{"DeclarationHistory", testDeclarationHistory},
 		{"AccessRequests", testAccessRequests},
 		{"ListAccessRequests", testListAccessRequests},
 		{"DecideAccessRequest", testDecideAccessRequest},
