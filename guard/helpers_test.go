@@ -31,9 +31,12 @@ type testAuthority struct {
 	t      testing.TB
 	td     spiffeid.TrustDomain
 	bundle *x509bundle.Bundle
-	key    ed25519.PrivateKey
-	chain  []*x509.Certificate
-	kid    string
+	root    *x509.Certificate
+	rootKey *ecdsa.PrivateKey
+	path    string
+	key     ed25519.PrivateKey
+	chain   []*x509.Certificate
+	kid     string
 
 	mu       sync.Mutex
 	list     AccessList
@@ -71,28 +74,46 @@ func newTestAuthorityFor(t testing.TB, td spiffeid.TrustDomain, path string) *te
 		t.Fatal(err)
 	}
 	root, _ := x509.ParseCertificate(rootDER)
-	pub, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leafTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), NotBefore: now.Add(-time.Hour), NotAfter: now.Add(12 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, BasicConstraintsValid: true,
-		URIs: []*url.URL{{Scheme: "spiffe", Host: td.Name(), Path: path}},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, root, pub, rootKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(leafDER)
-	jwk := jose.JSONWebKey{Key: pub}
-	tp, _ := jwk.Thumbprint(crypto.SHA256)
 	a := &testAuthority{
 		t: t, td: td, bundle: x509bundle.FromX509Authorities(td, []*x509.Certificate{root}),
-		key: key, chain: []*x509.Certificate{leaf}, kid: base64.RawURLEncoding.EncodeToString(tp),
+		root: root, rootKey: rootKey, path: path,
 	}
+	a.newKey()
 	a.setList(1, nil)
 	return a
+}
+
+// newKey gives the authority a new Ed25519 signing key, certified by its
+// root, and makes the key set publish only that key.
+func (a *testAuthority) newKey() {
+	a.t.Helper()
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	now := time.Now()
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	leafTmpl := &x509.Certificate{
+		SerialNumber: serial, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(12 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, BasicConstraintsValid: true,
+		URIs: []*url.URL{{Scheme: "spiffe", Host: a.td.Name(), Path: a.path}},
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, a.root, pub, a.rootKey)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(leafDER)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	jwk := jose.JSONWebKey{Key: pub}
+	tp, err := jwk.Thumbprint(crypto.SHA256)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	a.mu.Lock()
+	a.key, a.chain, a.kid = key, []*x509.Certificate{leaf}, base64.RawURLEncoding.EncodeToString(tp)
+	a.mu.Unlock()
 }
 
 // sign signs l with the authority's key (and kid, typ as ward does).

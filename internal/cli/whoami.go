@@ -20,7 +20,7 @@ declares the manifest "provides whoami: read" under the service name of its
 SVID, enforces its signed access list (callers without a grant get 403), and
 answers granted callers with what it verified, including the guard's decision
 as "access". --unguarded serves every caller of the trust domain instead.`,
-		Args:  exactArgs(0),
+		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dir == "" {
 				return usageError{errors.New("--svid-dir is required (fetch one with `ward svid fetch`)")}
