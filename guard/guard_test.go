@@ -3,6 +3,7 @@ package guard
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -82,13 +83,15 @@ func TestCheckAndLazyRefresh(t *testing.T) {
 	}
 }
 
-// TestMissFlood fires 10,000 checks from unknown callers and shows the
-// authority saw no more fetches than the rate limit allows.
+// TestMissFlood fires 10,000 checks from distinct unknown callers (so the
+// miss memory cannot absorb them: only the rate limit can) over several
+// refresh intervals, and shows the authority saw no more fetches than the
+// limit allows.
 func TestMissFlood(t *testing.T) {
 	a := newTestAuthority(t)
 	a.setList(1, []string{"web"})
-	const interval = 20 * time.Millisecond
-	g := newTestGuard(t, a, func(c *Config) { c.MissRefreshInterval = interval })
+	const interval = 50 * time.Millisecond
+	g := newTestGuard(t, a, func(c *Config) { c.MissRefreshInterval = interval; c.MaxMisses = 20000 })
 	if err := g.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -102,12 +105,12 @@ func TestMissFlood(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range perWorker {
-				id := spiffeid.RequireFromSegments(testTD, "svc", "intruder", string(rune('a'+w%26)), string(rune('a'+i%26)))
+				id := spiffeid.RequireFromSegments(testTD, "svc", fmt.Sprintf("intruder-%d-%d", w, i))
 				if g.Check(context.Background(), id, "whoami", "read") == nil {
 					allowed.Add(1)
 				}
 				if i%10 == 0 {
-					time.Sleep(2 * time.Millisecond) // spread the flood over several intervals
+					time.Sleep(10 * time.Millisecond) // spread the flood over several intervals
 				}
 			}
 		}()
@@ -116,15 +119,15 @@ func TestMissFlood(t *testing.T) {
 	elapsed := time.Since(start)
 	fetches := a.listHits.Load() - before
 	limit := 1 + int64(elapsed/interval)
-	t.Logf("%d checks from unknown callers in %v: %d fetches (limit %d at one per %v)", workers*perWorker, elapsed.Round(time.Millisecond), fetches, limit, interval)
+	t.Logf("%d checks from distinct unknown callers in %v: %d fetches (limit 1 + elapsed/interval = %d at one per %v)", workers*perWorker, elapsed.Round(time.Millisecond), fetches, limit, interval)
 	if allowed.Load() != 0 {
 		t.Fatalf("%d unknown callers allowed", allowed.Load())
 	}
 	if fetches > limit {
 		t.Fatalf("%d fetches in %v, more than the limit %d", fetches, elapsed, limit)
 	}
-	if fetches == 0 {
-		t.Fatal("no fetch at all: the lazy refresh did not run")
+	if fetches < 2 {
+		t.Fatalf("%d fetches over %v: the lazy refresh did not run again after the interval", fetches, elapsed)
 	}
 }
 
@@ -281,5 +284,88 @@ func TestRunDeclaresManifest(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	if n := refused.calls.Load(); n != 1 {
 		t.Fatalf("a refused manifest was sent %d times", n)
+	}
+}
+
+// TestKeyRotation: a list signed by a new key of the authority makes the
+// guard fetch the key set again and accept it.
+func TestKeyRotation(t *testing.T) {
+	a := newTestAuthority(t)
+	a.setList(1, []string{"web"})
+	g := newTestGuard(t, a, nil)
+	ctx := context.Background()
+	if err := g.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	keyHits := a.keyHits.Load()
+	a.setList(2, []string{"web"})
+	if err := g.Refresh(ctx); err != nil || a.keyHits.Load() != keyHits {
+		t.Fatalf("same key: err %v, %d key set fetches", err, a.keyHits.Load()-keyHits)
+	}
+	a.newKey()
+	a.setList(3, []string{"web", "api"})
+	if err := g.Refresh(ctx); err != nil {
+		t.Fatalf("after rotation: %v", err)
+	}
+	if g.Version() != 3 || a.keyHits.Load() != keyHits+1 {
+		t.Fatalf("version %d, %d key set fetches", g.Version(), a.keyHits.Load()-keyHits)
+	}
+}
+
+// TestUnknownKeyFetchRateLimited: a list whose key the authority does not
+// publish is refused, and costs at most one key set fetch per
+// MissRefreshInterval.
+func TestUnknownKeyFetchRateLimited(t *testing.T) {
+	a := newTestAuthority(t)
+	now := time.Now()
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	g := newTestGuard(t, a, func(c *Config) { c.Now = clock; c.MissRefreshInterval = time.Minute })
+	ctx := context.Background()
+	if err := g.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	other := newTestAuthority(t)
+	a.setJWS(other.sign(other.listFor(9, "evil")))
+	keyHits := a.keyHits.Load()
+	for range 5 {
+		if err := g.Refresh(ctx); !errors.Is(err, ErrNoTrustedKey) {
+			t.Fatalf("err = %v, want ErrNoTrustedKey", err)
+		}
+	}
+	if got := a.keyHits.Load() - keyHits; got != 1 {
+		t.Fatalf("%d key set fetches within one interval, want 1", got)
+	}
+	advance(time.Minute)
+	_ = g.Refresh(ctx)
+	if got := a.keyHits.Load() - keyHits; got != 2 {
+		t.Fatalf("%d key set fetches after the interval, want 2", got)
+	}
+	if g.Version() != 1 || g.Allowed(svc("evil"), "whoami", "read") {
+		t.Fatalf("a list signed by an unknown key was installed (version %d)", g.Version())
+	}
+}
+
+// TestMissMemoryBounded: many distinct unknown callers do not grow the
+// miss memory past MaxMisses.
+func TestMissMemoryBounded(t *testing.T) {
+	a := newTestAuthority(t)
+	g := newTestGuard(t, a, func(c *Config) { c.MaxMisses = 8; c.MissRefreshInterval = time.Hour })
+	ctx := context.Background()
+	if err := g.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		id := spiffeid.RequireFromSegments(testTD, "svc", "intruder", string(rune('a'+i/26)), string(rune('a'+i%26)))
+		if err := g.Check(ctx, id, "whoami", "read"); !errors.Is(err, ErrUnknownCaller) {
+			t.Fatalf("caller %d: %v", i, err)
+		}
+		g.mu.Lock()
+		n := len(g.misses)
+		g.mu.Unlock()
+		if n > 8 {
+			t.Fatalf("%d remembered misses, bound 8", n)
+		}
 	}
 }

@@ -28,9 +28,9 @@ import (
 // an Ed25519 signing key certified as spiffe://<td>/ward/authority, and a
 // Fetcher that serves the current signed list and key set.
 type testAuthority struct {
-	t      testing.TB
-	td     spiffeid.TrustDomain
-	bundle *x509bundle.Bundle
+	t       testing.TB
+	td      spiffeid.TrustDomain
+	bundle  *x509bundle.Bundle
 	root    *x509.Certificate
 	rootKey *ecdsa.PrivateKey
 	path    string
@@ -123,13 +123,22 @@ func (a *testAuthority) sign(l AccessList) []byte {
 	if err != nil {
 		a.t.Fatal(err)
 	}
-	return a.signRaw(payload, JWSType, a.kid)
+	_, kid, _ := a.current()
+	return a.signRaw(payload, JWSType, kid)
+}
+
+// current returns the signing key, its ID and its certificate chain.
+func (a *testAuthority) current() (ed25519.PrivateKey, string, []*x509.Certificate) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.key, a.kid, a.chain
 }
 
 func (a *testAuthority) signRaw(payload []byte, typ, kid string) []byte {
 	a.t.Helper()
+	key, _, _ := a.current()
 	opts := (&jose.SignerOptions{}).WithType(jose.ContentType(typ))
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: jose.JSONWebKey{Key: a.key, KeyID: kid}}, opts)
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: jose.JSONWebKey{Key: key, KeyID: kid}}, opts)
 	if err != nil {
 		a.t.Fatal(err)
 	}
@@ -168,7 +177,8 @@ func (a *testAuthority) setList(version int64, consumers []string) {
 
 func (a *testAuthority) keySet() []byte {
 	a.t.Helper()
-	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: a.key.Public(), KeyID: a.kid, Algorithm: "EdDSA", Use: "sig", Certificates: a.chain}}}
+	key, kid, chain := a.current()
+	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: key.Public(), KeyID: kid, Algorithm: "EdDSA", Use: "sig", Certificates: chain}}}
 	b, err := json.Marshal(set)
 	if err != nil {
 		a.t.Fatal(err)
@@ -271,4 +281,11 @@ func waitUntil(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// setJWS makes the fetcher serve jws as it is.
+func (a *testAuthority) setJWS(jws []byte) {
+	a.mu.Lock()
+	a.jws = jws
+	a.mu.Unlock()
 }
