@@ -52,6 +52,10 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"AccessListVersions", testAccessListVersions},
 		{"ConcurrentApprovals", testConcurrentApprovals},
 		{"AccessListState", testAccessListState},
+		{"OAuthClients", testOAuthClients},
+		{"APIKeys", testAPIKeys},
+		{"RevokedTokens", testRevokedTokens},
+		{"SigningKeys", testSigningKeys},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
