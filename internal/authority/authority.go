@@ -42,6 +42,7 @@ import (
 	"github.com/wardsec/ward/internal/bus"
 	"github.com/wardsec/ward/internal/kms"
 	"github.com/wardsec/ward/internal/store"
+	"github.com/wardsec/ward/internal/sts"
 	"github.com/wardsec/ward/internal/telemetry"
 )
 
@@ -184,10 +185,11 @@ type Authority struct {
 
 	hub        *hub
 	crls       *crlCache
-	lists      listCache  // signed access lists by provider
-	kidOnce    sync.Once  // computes kid
-	kid        string     // RFC 7638 thumbprint of signingKey
-	catalogMu  sync.Mutex // serializes declarations in this replica
+	sts        *sts.Service // OAuth 2.0 token service
+	lists      listCache    // signed access lists by provider
+	kidOnce    sync.Once    // computes kid
+	kid        string       // RFC 7638 thumbprint of signingKey
+	catalogMu  sync.Mutex   // serializes declarations in this replica
 	declMu     sync.Mutex
 	declLimits map[string]*rate.Limiter // changed declarations per service
 	services   sync.Map                 // name → *store.Service, see service
@@ -307,6 +309,9 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 		return nil, err
 	}
 	a.crls = newCRLCache()
+	if a.sts, err = a.newSTS(ctx); err != nil {
+		return nil, err
+	}
 	a.hub = newHub(a, seq)
 
 	loopCtx, stop := context.WithCancel(context.Background())

@@ -43,6 +43,13 @@ func (a *Authority) routes() http.Handler {
 	mux.HandleFunc("GET /crl/{file}", a.handleCRL)
 	telemetry.Mount(mux, a.reg, a.ready)
 
+	// OAuth 2.0 token service (RFC 6749, 7662, 7009, 8414, 7517, 8705).
+	oauth := a.sts.Handler(a.stsPeer)
+	for _, pattern := range []string{"POST /oauth2/token", "POST /oauth2/introspect", "POST /oauth2/revoke",
+		"GET /.well-known/oauth-authorization-server", "GET /.well-known/jwks.json"} {
+		mux.Handle(pattern, oauth)
+	}
+
 	// Workloads.
 	mux.Handle("POST /v1/svid", a.api(a.handleSVID))
 	mux.Handle("POST /v1/svid/renew", a.api(a.handleRenew))
@@ -69,6 +76,12 @@ func (a *Authority) routes() http.Handler {
 	mux.Handle("POST /v1/admin-tokens", a.admin(actManageAuth, a.handleCreateAdminToken))
 	mux.Handle("GET /v1/admin-tokens", a.admin(actRead, a.handleListAdminTokens))
 	mux.Handle("DELETE /v1/admin-tokens/{id}", a.admin(actManageAuth, a.handleRevokeAdminToken))
+	mux.Handle("POST /v1/oauth-clients", a.admin(actManageAuth, a.handleCreateClient))
+	mux.Handle("GET /v1/oauth-clients", a.admin(actRead, a.handleListClients))
+	mux.Handle("POST /v1/oauth-clients/{id}/revoke", a.admin(actRevoke, a.handleRevokeClient))
+	mux.Handle("POST /v1/api-keys", a.admin(actManageAuth, a.handleCreateAPIKey))
+	mux.Handle("GET /v1/api-keys", a.admin(actRead, a.handleListAPIKeys))
+	mux.Handle("POST /v1/api-keys/{id}/revoke", a.admin(actRevoke, a.handleRevokeAPIKey))
 
 	// Catalogue review. Team tokens pass the gate; the handlers check the
 	// role each decision needs.

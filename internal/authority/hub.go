@@ -110,6 +110,10 @@ func (h *hub) apply(ctx context.Context, seq int64, kind string, payload []byte)
 			revoked[s] = true
 		}
 		h.broadcast(a, seq, kind, payload, revoked, "")
+	case kindCredentialRevocation:
+		if a.applyCredentialRevocation(ctx, seq, payload) {
+			h.broadcast(a, seq, kind, payload, nil, "")
+		}
 	case kindAccessList:
 		var p accessListPayload
 		if err := json.Unmarshal(payload, &p); err != nil || p.Provider == "" {

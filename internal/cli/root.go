@@ -103,6 +103,8 @@ func newRoot(g *globals) *cobra.Command {
 		newCatalogCmd(g),
 		newPostureCmd(g),
 		newAccessListCmd(g),
+		newClientCmd(g),
+		newAPIKeyCmd(g),
 		newWhoamiCmd(g),
 		newCallCmd(g),
 	)

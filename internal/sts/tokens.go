@@ -1,0 +1,125 @@
+package sts
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// accessTokenType is the JWT "typ" of access tokens (RFC 9068).
+const accessTokenType = "at+jwt"
+
+// maxTokenSize bounds a token presented for introspection or revocation.
+const maxTokenSize = 8 << 10
+
+// Claims are the claims of a ward access token.
+type Claims struct {
+	Issuer    string        `json:"iss"`
+	Subject   string        `json:"sub"`
+	Audience  jwt.Audience  `json:"aud"`
+	Expiry    int64         `json:"exp"`
+	IssuedAt  int64         `json:"iat"`
+	NotBefore int64         `json:"nbf"`
+	ID        string        `json:"jti"`
+	Scope     string        `json:"scope,omitempty"`
+	ClientID  string        `json:"client_id"`
+	Cnf       *Confirmation `json:"cnf,omitempty"`
+}
+
+// Confirmation binds a token to a client certificate (RFC 8705).
+type Confirmation struct {
+	X5tS256 string `json:"x5t#S256"`
+}
+
+// Thumbprint is the RFC 8705 x5t#S256 of a certificate.
+func Thumbprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+func newJTI() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// mint signs claims with the active key of alg.
+func (s *Service) mint(alg string, c Claims) (string, error) {
+	k := s.keys.Load().active[alg]
+	if k == nil {
+		return "", fmt.Errorf("%w for %s", errNoKey, alg)
+	}
+	opts := (&jose.SignerOptions{}).WithType(accessTokenType).WithHeader("kid", k.id)
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.SignatureAlgorithm(alg), Key: k.priv}, opts)
+	if err != nil {
+		return "", fmt.Errorf("sts: signer: %w", err)
+	}
+	tok, err := jwt.Signed(signer).Claims(c).Serialize()
+	if err != nil {
+		return "", fmt.Errorf("sts: sign token: %w", err)
+	}
+	return tok, nil
+}
+
+// parseToken verifies a JWT access token issued by this service: a
+// published kid whose algorithm matches the header (no alg none, no
+// algorithm confusion), a valid signature, our issuer, not expired, not
+// revoked. Any failure is ErrInvalidCredential.
+func (s *Service) parseToken(raw string) (*Claims, error) {
+	if len(raw) > maxTokenSize || strings.Count(raw, ".") != 2 {
+		return nil, fmt.Errorf("%w: not a compact JWT", ErrInvalidCredential)
+	}
+	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.EdDSA, jose.ES256})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidCredential, err)
+	}
+	if len(tok.Headers) != 1 {
+		return nil, fmt.Errorf("%w: want one signature", ErrInvalidCredential)
+	}
+	h := tok.Headers[0]
+	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); typ != accessTokenType {
+		return nil, fmt.Errorf("%w: typ %q", ErrInvalidCredential, typ)
+	}
+	k := s.keys.Load().published[h.KeyID]
+	if k == nil || k.alg != h.Algorithm {
+		return nil, fmt.Errorf("%w: unknown key or algorithm", ErrInvalidCredential)
+	}
+	var c Claims
+	if err := tok.Claims(k.pub, &c); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidCredential, err)
+	}
+	now := s.now().Unix()
+	switch {
+	case c.Issuer != s.cfg.Issuer:
+		return nil, fmt.Errorf("%w: issuer", ErrInvalidCredential)
+	case c.Expiry <= now:
+		return nil, fmt.Errorf("%w: expired", ErrInvalidCredential)
+	case c.NotBefore > now+60:
+		return nil, fmt.Errorf("%w: not yet valid", ErrInvalidCredential)
+	case c.ID == "" || c.ClientID == "":
+		return nil, fmt.Errorf("%w: missing jti or client_id", ErrInvalidCredential)
+	case s.Revoked(c.ID):
+		return nil, fmt.Errorf("%w: revoked", ErrInvalidCredential)
+	case s.clientRevoked(c.ClientID):
+		return nil, fmt.Errorf("%w: client revoked", ErrInvalidCredential)
+	}
+	return &c, nil
+}
+
+// claimsMap renders claims for introspection.
+func claimsMap(c *Claims) map[string]any {
+	b, _ := json.Marshal(c)
+	m := map[string]any{}
+	_ = json.Unmarshal(b, &m)
+	return m
+}
