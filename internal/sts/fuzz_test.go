@@ -1,0 +1,32 @@
+package sts
+
+import (
+	"strings"
+	"testing"
+)
+
+func FuzzParseAPIKey(f *testing.F) {
+	f.Add("ward_0123456789abcdef_" + strings.Repeat("A", 43) + "_00000000")
+	f.Add("ward_")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, key string) {
+		id, err := ParseAPIKey(key)
+		if err == nil && (len(id) != 3+apiKeyIDLen || !strings.HasPrefix(id, "wk_")) {
+			t.Fatalf("accepted %q with id %q", key, id)
+		}
+	})
+}
+
+func FuzzParseToken(f *testing.F) {
+	fx := newFixture(f)
+	c, secret := fx.newClient(ClientSpec{Name: "fuzz"})
+	f.Add(fx.token(c.ID, secret, nil))
+	f.Add("a.b.c")
+	f.Add("eyJhbGciOiJub25lIn0.e30.")
+	f.Fuzz(func(t *testing.T, raw string) {
+		cl, err := fx.s.parseToken(raw)
+		if err == nil && (cl.Issuer != testIssuer || cl.ID == "") {
+			t.Fatalf("accepted %q: %+v", raw, cl)
+		}
+	})
+}
