@@ -45,9 +45,20 @@ func BenchmarkIntrospect(b *testing.B) {
 	f := newFixture(b)
 	c, secret := f.newClient(ClientSpec{Name: "bench"})
 	tok := f.token(c.ID, secret, nil)
-	b.Run("sts-parse", func(b *testing.B) {
+	b.Run("sts-parse-cached", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
+			if _, err := f.s.parseToken(tok); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("sts-parse-uncached", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			f.s.verified.mu.Lock()
+			clear(f.s.verified.m)
+			f.s.verified.mu.Unlock()
 			if _, err := f.s.parseToken(tok); err != nil {
 				b.Fatal(err)
 			}

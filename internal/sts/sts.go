@@ -90,6 +90,8 @@ type Service struct {
 	now  func() time.Time
 	keys atomic.Pointer[keyRing]
 
+	verified verifiedCache // tokens whose signature verified
+
 	mu      sync.Mutex
 	revoked map[string]time.Time // jti → exp
 	clients map[string]time.Time // revoked client IDs → when

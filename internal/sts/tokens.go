@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
@@ -79,6 +80,10 @@ func (s *Service) parseToken(raw string) (*Claims, error) {
 	if len(raw) > maxTokenSize || strings.Count(raw, ".") != 2 {
 		return nil, fmt.Errorf("%w: not a compact JWT", ErrInvalidCredential)
 	}
+	sum := sha256.Sum256([]byte(raw))
+	if c := s.verified.get(sum); c != nil {
+		return s.checkLive(c)
+	}
 	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.EdDSA, jose.ES256})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidCredential, err)
@@ -98,22 +103,61 @@ func (s *Service) parseToken(raw string) (*Claims, error) {
 	if err := tok.Claims(k.pub, &c); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidCredential, err)
 	}
-	now := s.now().Unix()
 	switch {
 	case c.Issuer != s.cfg.Issuer:
 		return nil, fmt.Errorf("%w: issuer", ErrInvalidCredential)
+	case c.ID == "" || c.ClientID == "":
+		return nil, fmt.Errorf("%w: missing jti or client_id", ErrInvalidCredential)
+	}
+	if _, err := s.checkLive(&c); err != nil {
+		return nil, err
+	}
+	s.verified.put(sum, &c)
+	return &c, nil
+}
+
+// checkLive checks what can change after a signature was verified: time
+// and revocation.
+func (s *Service) checkLive(c *Claims) (*Claims, error) {
+	now := s.now().Unix()
+	switch {
 	case c.Expiry <= now:
 		return nil, fmt.Errorf("%w: expired", ErrInvalidCredential)
 	case c.NotBefore > now+60:
 		return nil, fmt.Errorf("%w: not yet valid", ErrInvalidCredential)
-	case c.ID == "" || c.ClientID == "":
-		return nil, fmt.Errorf("%w: missing jti or client_id", ErrInvalidCredential)
 	case s.Revoked(c.ID):
 		return nil, fmt.Errorf("%w: revoked", ErrInvalidCredential)
 	case s.clientRevoked(c.ClientID):
 		return nil, fmt.Errorf("%w: client revoked", ErrInvalidCredential)
 	}
-	return &c, nil
+	return c, nil
+}
+
+// maxVerified bounds the verified-token cache.
+const maxVerified = 10000
+
+// verifiedCache remembers tokens whose signature and issuer verified, by
+// SHA-256 of the token, so that introspecting the same token again costs
+// a hash and a map lookup instead of a signature verification. Entries
+// are immutable claims; time and revocation are checked on every use.
+type verifiedCache struct {
+	mu sync.Mutex
+	m  map[[32]byte]*Claims
+}
+
+func (v *verifiedCache) get(k [32]byte) *Claims {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.m[k]
+}
+
+func (v *verifiedCache) put(k [32]byte, c *Claims) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.m == nil || len(v.m) >= maxVerified {
+		v.m = make(map[[32]byte]*Claims, 1024)
+	}
+	v.m[k] = c
 }
 
 // claimsMap renders claims for introspection.
