@@ -102,6 +102,37 @@ func TestTokenServiceEndToEnd(t *testing.T) {
 		t.Fatalf("claims %v", claims)
 	}
 
+	// Delegation: a gateway client exchanges the token and acts for its subject.
+	var gw struct {
+		ClientID     string `json:"client_id"`
+		ClientSecret string `json:"client_secret"`
+	}
+	if err := json.Unmarshal([]byte(d.mustWard("client", "create", "gateway", "--grant", "urn:ietf:params:oauth:grant-type:token-exchange",
+		"--audience", "orders", "-o", "json")), &gw); err != nil {
+		t.Fatal(err)
+	}
+	form := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {tok.AccessToken},
+		"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"}, "audience": {"orders"}}
+	req0, _ := http.NewRequest("POST", base+"/oauth2/token", strings.NewReader(form.Encode()))
+	req0.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req0.SetBasicAuth(url.QueryEscape(gw.ClientID), url.QueryEscape(gw.ClientSecret))
+	resp0, err := hc.Do(req0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exchanged struct {
+		AccessToken string `json:"access_token"`
+	}
+	_ = json.NewDecoder(resp0.Body).Decode(&exchanged)
+	resp0.Body.Close()
+	if resp0.StatusCode != http.StatusOK || exchanged.AccessToken == "" {
+		t.Fatalf("token exchange: %d", resp0.StatusCode)
+	}
+	delegated := introspect(t, hc, base, gw.ClientID, gw.ClientSecret, exchanged.AccessToken)
+	if act, _ := delegated["act"].(map[string]any); delegated["sub"] != "client:billing" || act["sub"] != "client:gateway" || delegated["aud"] != "orders" {
+		t.Fatalf("delegated token introspection: %v", delegated)
+	}
+
 	// Introspection: active, then inactive within a second of revocation.
 	if got := introspect(t, hc, base, created.ClientID, created.ClientSecret, tok.AccessToken); got["active"] != true || got["client_id"] != created.ClientID {
 		t.Fatalf("introspection %v", got)

@@ -67,8 +67,8 @@ func (s *Service) CreateClient(ctx context.Context, spec ClientSpec) (store.OAut
 		spec.GrantTypes = []string{GrantClientCredentials}
 	}
 	for _, g := range spec.GrantTypes {
-		if g != GrantClientCredentials {
-			return store.OAuthClient{}, "", fmt.Errorf("%w: grant type %q is not supported (client_credentials)", ErrInvalidSpec, clip(g))
+		if g != GrantClientCredentials && g != GrantTokenExchange {
+			return store.OAuthClient{}, "", fmt.Errorf("%w: grant type %q is not supported (client_credentials, %s)", ErrInvalidSpec, clip(g), GrantTokenExchange)
 		}
 	}
 	scopes, err := checkScopes(spec.Scopes)

@@ -175,12 +175,103 @@ func (s *Service) authenticate(r *http.Request, form url.Values, p Peer, hasPeer
 	return store.OAuthClient{}, invalidClient(false)
 }
 
-// tokenResponse is RFC 6749 §5.1.
+// tokenResponse is RFC 6749 §5.1 (and RFC 8693 §2.2.1).
 type tokenResponse struct {
-	AccessToken string `json:"access_token"`
-	TokenType   string `json:"token_type"`
-	ExpiresIn   int64  `json:"expires_in"`
-	Scope       string `json:"scope,omitempty"`
+	AccessToken     string `json:"access_token"`
+	IssuedTokenType string `json:"issued_token_type,omitempty"`
+	TokenType       string `json:"token_type"`
+	ExpiresIn       int64  `json:"expires_in"`
+	Scope           string `json:"scope,omitempty"`
+}
+
+// tokenTypeAccess is RFC 8693's URI for an OAuth access token.
+const tokenTypeAccess = "urn:ietf:params:oauth:token-type:access_token"
+
+// exchange is the RFC 8693 token exchange: the client (or the party of
+// actor_token) acts for the subject of subject_token. The new token keeps
+// the subject, nests the actor chain in act, never widens scope (a subset
+// of the subject token's), never outlives the subject token, and honours
+// may_act.
+func (s *Service) exchange(form url.Values, c store.OAuthClient, p Peer) (any, error) {
+	if form.Get("subject_token") == "" || form.Get("subject_token_type") != tokenTypeAccess {
+		return nil, invalidRequest("subject_token and subject_token_type " + tokenTypeAccess + " are required")
+	}
+	if rt := form.Get("requested_token_type"); rt != "" && rt != tokenTypeAccess {
+		return nil, invalidRequest("only access tokens can be requested")
+	}
+	subject, err := s.parseToken(form.Get("subject_token"))
+	if err != nil {
+		return nil, errOAuth(http.StatusBadRequest, "invalid_grant", "subject_token is invalid, expired or revoked")
+	}
+	actorSub := "client:" + c.Name
+	if c.AuthMethod == store.AuthTLSClient {
+		actorSub = c.TLSSubject
+	}
+	if at := form.Get("actor_token"); at != "" {
+		if form.Get("actor_token_type") != tokenTypeAccess {
+			return nil, invalidRequest("actor_token_type " + tokenTypeAccess + " is required with actor_token")
+		}
+		actor, err := s.parseToken(at)
+		if err != nil {
+			return nil, errOAuth(http.StatusBadRequest, "invalid_grant", "actor_token is invalid, expired or revoked")
+		}
+		if actor.ClientID != c.ID {
+			return nil, errOAuth(http.StatusBadRequest, "invalid_grant", "actor_token was not issued to this client")
+		}
+		actorSub = actor.Subject
+	} else if form.Has("actor_token_type") {
+		return nil, invalidRequest("actor_token_type without actor_token")
+	}
+	if subject.MayAct != nil && subject.MayAct.Sub != actorSub {
+		return nil, errOAuth(http.StatusBadRequest, "invalid_grant", fmt.Sprintf("the subject token does not allow %s to act for it", clip(actorSub)))
+	}
+	act := &Actor{Sub: actorSub, Act: subject.Act}
+	if act.depth() > maxChain {
+		return nil, errOAuth(http.StatusBadRequest, "invalid_grant", fmt.Sprintf("the delegation chain would be longer than %d", maxChain))
+	}
+	have := strings.Fields(subject.Scope)
+	scopes := have
+	if raw := form.Get("scope"); raw != "" {
+		scopes = strings.Fields(raw)
+		for _, sc := range scopes {
+			if !slices.Contains(have, sc) {
+				return nil, errOAuth(http.StatusBadRequest, "invalid_scope", fmt.Sprintf("scope %q is not in the subject token: an exchange never widens scope", clip(sc)))
+			}
+		}
+	}
+	aud := []string(subject.Audience)
+	if a := form.Get("audience"); a != "" {
+		if !slices.Contains(c.Audiences, a) {
+			return nil, errOAuth(http.StatusBadRequest, "invalid_target", fmt.Sprintf("audience %q is not allowed for this client", clip(a)))
+		}
+		aud = []string{a}
+	}
+	if form.Has("resource") {
+		return nil, errOAuth(http.StatusBadRequest, "invalid_target", "use audience, not resource")
+	}
+	ttl := c.TokenTTL
+	if ttl == 0 {
+		ttl = s.cfg.DefaultTTL
+	}
+	now := s.now()
+	exp := min(now.Add(ttl).Unix(), subject.Expiry)
+	jti, err := newJTI()
+	if err != nil {
+		return nil, err
+	}
+	claims := Claims{
+		Issuer: s.cfg.Issuer, Subject: subject.Subject, Audience: aud, Expiry: exp, IssuedAt: now.Unix(),
+		NotBefore: now.Unix(), ID: jti, Scope: strings.Join(scopes, " "), ClientID: c.ID, Act: act,
+	}
+	if c.AuthMethod == store.AuthTLSClient && p.Cert != nil {
+		claims.Cnf = &Confirmation{X5tS256: Thumbprint(p.Cert)}
+	}
+	tok, err := s.mint(c.TokenAlg, claims)
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("token exchanged", "client_id", c.ID, "sub", claims.Subject, "actor", actorSub, "chain", act.depth(), "jti", jti)
+	return tokenResponse{AccessToken: tok, IssuedTokenType: tokenTypeAccess, TokenType: "Bearer", ExpiresIn: exp - now.Unix(), Scope: claims.Scope}, nil
 }
 
 // POST /oauth2/token
@@ -192,10 +283,12 @@ func (s *Service) token(r *http.Request, form url.Values, p Peer, hasPeer bool) 
 	switch gt := form.Get("grant_type"); {
 	case gt == "":
 		return nil, invalidRequest("grant_type is required")
-	case gt != GrantClientCredentials:
+	case gt != GrantClientCredentials && gt != GrantTokenExchange:
 		return nil, errOAuth(http.StatusBadRequest, "unsupported_grant_type", fmt.Sprintf("grant type %q is not supported", clip(gt)))
 	case !slices.Contains(c.GrantTypes, gt):
-		return nil, errOAuth(http.StatusBadRequest, "unauthorized_client", "this client may not use the client_credentials grant")
+		return nil, errOAuth(http.StatusBadRequest, "unauthorized_client", fmt.Sprintf("this client may not use the %s grant", gt))
+	case gt == GrantTokenExchange:
+		return s.exchange(form, c, p)
 	}
 	scopes := c.Scopes
 	if raw := form.Get("scope"); raw != "" {
@@ -320,7 +413,7 @@ func (s *Service) metadata(w http.ResponseWriter, _ *http.Request) {
 		"introspection_endpoint":                iss + "/oauth2/introspect",
 		"revocation_endpoint":                   iss + "/oauth2/revoke",
 		"jwks_uri":                              iss + "/.well-known/jwks.json",
-		"grant_types_supported":                 []string{GrantClientCredentials},
+		"grant_types_supported":                 []string{GrantClientCredentials, GrantTokenExchange},
 		"response_types_supported":              []string{},
 		"token_endpoint_auth_methods_supported": methods,
 		"introspection_endpoint_auth_methods_supported": methods,

@@ -33,6 +33,29 @@ type Claims struct {
 	Scope     string        `json:"scope,omitempty"`
 	ClientID  string        `json:"client_id"`
 	Cnf       *Confirmation `json:"cnf,omitempty"`
+	// Act is the delegation chain (RFC 8693 §4.1): the current actor,
+	// with the actors before it nested inside.
+	Act *Actor `json:"act,omitempty"`
+	// MayAct names the only party that may act for the subject (§4.4).
+	MayAct *Actor `json:"may_act,omitempty"`
+}
+
+// Actor is one link of a delegation chain.
+type Actor struct {
+	Sub string `json:"sub"`
+	Act *Actor `json:"act,omitempty"`
+}
+
+// maxChain bounds a delegation chain.
+const maxChain = 8
+
+// depth is the length of the chain starting at a.
+func (a *Actor) depth() int {
+	n := 0
+	for ; a != nil; a = a.Act {
+		n++
+	}
+	return n
 }
 
 // Confirmation binds a token to a client certificate (RFC 8705).
