@@ -97,12 +97,16 @@ func (a *Authority) loop(ctx context.Context) {
 	}
 }
 
-// maintain renews the signing certificate at half its life.
+// maintain renews the signing certificate at half its life and advances
+// the token service's key schedule.
 func (a *Authority) maintain(ctx context.Context) {
 	a.adminMu.Lock()
 	defer a.adminMu.Unlock()
 	if _, err := a.renewSigningCert(ctx); err != nil {
 		a.log.ErrorContext(ctx, "signing certificate renewal failed", "error", err)
+	}
+	if _, err := a.rotateTokenKeys(ctx, false); err != nil {
+		a.log.ErrorContext(ctx, "token signing key rotation failed", "error", err)
 	}
 }
 

@@ -79,6 +79,8 @@ func (a *Authority) routes() http.Handler {
 	mux.Handle("POST /v1/oauth-clients", a.admin(actManageAuth, a.handleCreateClient))
 	mux.Handle("GET /v1/oauth-clients", a.admin(actRead, a.handleListClients))
 	mux.Handle("POST /v1/oauth-clients/{id}/revoke", a.admin(actRevoke, a.handleRevokeClient))
+	mux.Handle("GET /v1/token-keys", a.admin(actRead, a.handleListTokenKeys))
+	mux.Handle("POST /v1/token-keys/rotate", a.admin(actManageAuth, a.handleRotateTokenKeys))
 	mux.Handle("POST /v1/api-keys", a.admin(actManageAuth, a.handleCreateAPIKey))
 	mux.Handle("GET /v1/api-keys", a.admin(actRead, a.handleListAPIKeys))
 	mux.Handle("POST /v1/api-keys/{id}/revoke", a.admin(actRevoke, a.handleRevokeAPIKey))

@@ -110,6 +110,10 @@ func (h *hub) apply(ctx context.Context, seq int64, kind string, payload []byte)
 			revoked[s] = true
 		}
 		h.broadcast(a, seq, kind, payload, revoked, "")
+	case kindTokenKeys:
+		if err := a.sts.Reload(ctx); err != nil {
+			a.log.ErrorContext(ctx, "reloading token signing keys failed", "seq", seq, "error", err)
+		}
 	case kindCredentialRevocation:
 		if a.applyCredentialRevocation(ctx, seq, payload) {
 			h.broadcast(a, seq, kind, payload, nil, "")

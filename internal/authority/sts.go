@@ -241,3 +241,43 @@ func stsError(err error) error {
 	}
 	return err
 }
+
+// kindTokenKeys events tell replicas to reload the token-signing keys.
+const kindTokenKeys = "token-keys"
+
+// rotateTokenKeys advances the token service's key schedule (forced or
+// not) and tells every replica when something changed.
+func (a *Authority) rotateTokenKeys(ctx context.Context, force bool) (bool, error) {
+	changed, err := a.sts.RotateKeys(ctx, force)
+	if changed {
+		if _, perr := a.appendEvent(ctx, kindTokenKeys, map[string]bool{"forced": force}); perr != nil && err == nil {
+			err = perr
+		}
+	}
+	return changed, err
+}
+
+// GET /v1/token-keys
+func (a *Authority) handleListTokenKeys(w http.ResponseWriter, r *http.Request, _ *principal) error {
+	keys, err := a.sts.Keys(r.Context())
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, keys)
+}
+
+// POST /v1/token-keys/rotate: activate new token-signing keys now.
+func (a *Authority) handleRotateTokenKeys(w http.ResponseWriter, r *http.Request, p *principal) error {
+	a.adminMu.Lock()
+	defer a.adminMu.Unlock()
+	if _, err := a.rotateTokenKeys(r.Context(), true); err != nil {
+		return err
+	}
+	a.syncEvents(r.Context())
+	a.log.InfoContext(r.Context(), "token signing keys rotated", "by", p.id)
+	keys, err := a.sts.Keys(r.Context())
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, keys)
+}

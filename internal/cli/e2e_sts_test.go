@@ -154,6 +154,29 @@ func TestTokenServiceEndToEnd(t *testing.T) {
 	})
 	t.Logf("inactive %v after revocation", time.Since(revoked).Round(time.Millisecond))
 
+	// Forced key rotation: new tokens use a new key that go-oidc finds in
+	// the JWKS; tokens of the old key stay valid.
+	old, err := cc.Token(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := d.mustWard("keys", "rotate"); !strings.Contains(out, "retiring") || !strings.Contains(out, "active") {
+		t.Fatalf("keys rotate:\n%s", out)
+	}
+	fresh, err := (&clientcredentials.Config{ClientID: created.ClientID, ClientSecret: created.ClientSecret, TokenURL: base + "/oauth2/token"}).Token(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Split(fresh.AccessToken, ".")[0] == strings.Split(old.AccessToken, ".")[0] {
+		t.Fatal("the token header (kid) did not change after keys rotate")
+	}
+	if _, err := oidc.NewRemoteKeySet(oidc.ClientContext(context.Background(), hc), base+"/.well-known/jwks.json").VerifySignature(context.Background(), fresh.AccessToken); err != nil {
+		t.Fatalf("go-oidc after rotation: %v", err)
+	}
+	if got := introspect(t, hc, base, created.ClientID, created.ClientSecret, old.AccessToken); got["active"] != true {
+		t.Fatalf("token of the retiring key: %v", got)
+	}
+
 	// API keys: created once, introspected, revoked.
 	var key struct {
 		ID     string `json:"id"`

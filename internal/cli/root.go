@@ -105,6 +105,7 @@ func newRoot(g *globals) *cobra.Command {
 		newAccessListCmd(g),
 		newClientCmd(g),
 		newAPIKeyCmd(g),
+		newKeysCmd(g),
 		newWhoamiCmd(g),
 		newCallCmd(g),
 	)

@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 
@@ -120,5 +121,44 @@ func newClientCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.AddCommand(create, list, revoke)
+	return cmd
+}
+
+func newKeysCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "keys",
+		Short: "The token service's signing keys",
+	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List token-signing keys and their states (next, active, retiring, retired)",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.getList(cmd, "/v1/token-keys", "kid", "alg", "state", "created_at", "activated_at", "retired_at")
+		},
+	}
+	rotate := &cobra.Command{
+		Use:   "rotate",
+		Short: "Activate new token-signing keys now (old keys keep verifying until their tokens expire)",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.adminClient()
+			if err != nil {
+				return err
+			}
+			var keys []obj
+			if err := c.do(cmd.Context(), http.MethodPost, "/v1/token-keys/rotate", nil, &keys); err != nil {
+				return err
+			}
+			return g.print(keys, func(w io.Writer) {
+				rows := make([][]string, 0, len(keys))
+				for _, k := range keys {
+					rows = append(rows, []string{k.str("kid"), k.str("alg"), k.str("state"), k.str("activated_at")})
+				}
+				table(w, []string{"KID", "ALG", "STATE", "ACTIVATED_AT"}, rows)
+			})
+		},
+	}
+	cmd.AddCommand(list, rotate)
 	return cmd
 }

@@ -72,6 +72,12 @@ type Config struct {
 	// DefaultTTL is the lifetime of tokens of clients without their own;
 	// 0 means 10m; at most 24h.
 	DefaultTTL time.Duration
+	// RotateEvery is how long a key signs before RotateKeys replaces it;
+	// 0 means 30 days.
+	RotateEvery time.Duration
+	// PublishLead is how long a new key is published before it may sign;
+	// 0 means 1h (verifiers cache the JWKS for 5 minutes).
+	PublishLead time.Duration
 	// OnRevoke is called after every revocation (kind "token" with the
 	// jti, "apikey" with the key ID, "client" with the client ID); nil
 	// ignores them.
