@@ -90,14 +90,15 @@ func viewClient(c store.OAuthClient) oauthClientView {
 // POST /v1/oauth-clients
 func (a *Authority) handleCreateClient(w http.ResponseWriter, r *http.Request, p *principal) error {
 	var req struct {
-		Name       string   `json:"name"`
-		GrantTypes []string `json:"grant_types"`
-		Scopes     []string `json:"scopes"`
-		Audiences  []string `json:"audiences"`
-		AuthMethod string   `json:"token_endpoint_auth_method"`
-		TLSSubject string   `json:"tls_client_auth_subject"`
-		TokenAlg   string   `json:"token_alg"`
-		TokenTTL   string   `json:"token_ttl"`
+		Name       string          `json:"name"`
+		GrantTypes []string        `json:"grant_types"`
+		Scopes     []string        `json:"scopes"`
+		Audiences  []string        `json:"audiences"`
+		AuthMethod string          `json:"token_endpoint_auth_method"`
+		TLSSubject string          `json:"tls_client_auth_subject"`
+		TokenAlg   string          `json:"token_alg"`
+		TokenTTL   string          `json:"token_ttl"`
+		JWKS       json.RawMessage `json:"jwks"`
 	}
 	if err := decodeJSON(r, &req, false); err != nil {
 		return err
@@ -110,9 +111,14 @@ func (a *Authority) handleCreateClient(w http.ResponseWriter, r *http.Request, p
 		}
 		ttl = d
 	}
+	var jwks []byte
+	if len(req.JWKS) > 0 && string(req.JWKS) != "null" {
+		jwks = req.JWKS
+	}
 	c, secret, err := a.sts.CreateClient(r.Context(), sts.ClientSpec{
 		Name: req.Name, GrantTypes: req.GrantTypes, Scopes: req.Scopes, Audiences: req.Audiences,
 		AuthMethod: req.AuthMethod, TLSSubject: req.TLSSubject, TokenAlg: req.TokenAlg, TokenTTL: ttl,
+		JWKS: jwks,
 	})
 	if err != nil {
 		return stsError(err)

@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -79,7 +81,7 @@ func newClientCmd(g *globals) *cobra.Command {
 		Short: "OAuth 2.0 clients of the token service",
 	}
 	var grants, scopes, audiences []string
-	var auth, tlsSubject, alg, ttl string
+	var auth, tlsSubject, alg, ttl, jwksFile string
 	create := &cobra.Command{
 		Use:   "create NAME --grant client_credentials --scope \"a b\" [--auth METHOD] [--tls-subject SPIFFE-ID]",
 		Short: "Register a client (its secret, if any, is printed once)",
@@ -88,9 +90,26 @@ func newClientCmd(g *globals) *cobra.Command {
 			if auth == "tls_client_auth" && tlsSubject == "" {
 				return usageError{errors.New("--auth tls_client_auth needs --tls-subject (the SPIFFE ID of the client's certificate)")}
 			}
+			if (auth == "private_key_jwt") != (jwksFile != "") {
+				return usageError{errors.New("--auth private_key_jwt and --jwks FILE go together")}
+			}
+			var jwks json.RawMessage
+			if jwksFile != "" {
+				data, err := os.ReadFile(jwksFile)
+				if err != nil {
+					return fmt.Errorf("read --jwks: %w", err)
+				}
+				if !json.Valid(data) {
+					return usageError{fmt.Errorf("--jwks %s is not JSON", jwksFile)}
+				}
+				jwks = data
+			}
 			body := map[string]any{
 				"name": args[0], "grant_types": splitScopes(grants), "scopes": splitScopes(scopes), "audiences": splitScopes(audiences),
 				"token_endpoint_auth_method": auth, "tls_client_auth_subject": tlsSubject, "token_alg": alg, "token_ttl": ttl,
+			}
+			if jwks != nil {
+				body["jwks"] = jwks
 			}
 			_, err := g.send(cmd, http.MethodPost, "/v1/oauth-clients", body, "client_id", "client_secret", "name", "grant_types", "scopes", "token_endpoint_auth_method", "token_alg")
 			return err
@@ -99,7 +118,8 @@ func newClientCmd(g *globals) *cobra.Command {
 	create.Flags().StringArrayVar(&grants, "grant", []string{"client_credentials"}, "grant types (repeatable)")
 	create.Flags().StringArrayVar(&scopes, "scope", nil, "scopes the client may ask for")
 	create.Flags().StringArrayVar(&audiences, "audience", nil, "audiences the client may ask for (default: the default audience only)")
-	create.Flags().StringVar(&auth, "auth", "client_secret_basic", "client_secret_basic, client_secret_post or tls_client_auth")
+	create.Flags().StringVar(&auth, "auth", "client_secret_basic", "client_secret_basic, client_secret_post, private_key_jwt or tls_client_auth")
+	create.Flags().StringVar(&jwksFile, "jwks", "", "private_key_jwt: file with the client's public keys (JWKS)")
 	create.Flags().StringVar(&tlsSubject, "tls-subject", "", "tls_client_auth: SPIFFE ID the client certificate must carry")
 	create.Flags().StringVar(&alg, "alg", "", "access-token signature: EdDSA (default) or ES256")
 	create.Flags().StringVar(&ttl, "token-ttl", "", "access-token lifetime (default 10m)")

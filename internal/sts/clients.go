@@ -35,6 +35,7 @@ type ClientSpec struct {
 	Audiences  []string
 	AuthMethod string // default client_secret_basic
 	TLSSubject string // tls_client_auth: the client certificate's SPIFFE ID
+	JWKS       []byte // private_key_jwt: the client's public keys (a JWKS)
 	TokenAlg   string // EdDSA (default) or ES256
 	TokenTTL   time.Duration
 }
@@ -102,8 +103,8 @@ func (s *Service) CreateClient(ctx context.Context, spec ClientSpec) (store.OAut
 	var secret string
 	switch spec.AuthMethod {
 	case store.AuthClientSecretBasic, store.AuthClientSecretPost:
-		if spec.TLSSubject != "" {
-			return store.OAuthClient{}, "", fmt.Errorf("%w: a TLS subject needs auth method tls_client_auth", ErrInvalidSpec)
+		if spec.TLSSubject != "" || spec.JWKS != nil {
+			return store.OAuthClient{}, "", fmt.Errorf("%w: a TLS subject or JWKS needs auth method tls_client_auth or private_key_jwt", ErrInvalidSpec)
 		}
 		var b [32]byte
 		if _, err := rand.Read(b[:]); err != nil {
@@ -118,8 +119,13 @@ func (s *Service) CreateClient(ctx context.Context, spec ClientSpec) (store.OAut
 			return store.OAuthClient{}, "", fmt.Errorf("%w: tls_client_auth needs the SPIFFE ID of a workload of %s, got %q", ErrInvalidSpec, s.cfg.TrustDomain, clip(spec.TLSSubject))
 		}
 		c.TLSSubject = id.String()
+	case store.AuthPrivateKeyJWT:
+		if _, err := parseClientKeys(spec.JWKS); err != nil {
+			return store.OAuthClient{}, "", fmt.Errorf("%w: private_key_jwt: %v", ErrInvalidSpec, err)
+		}
+		c.JWKS = spec.JWKS
 	default:
-		return store.OAuthClient{}, "", fmt.Errorf("%w: auth method %q: want client_secret_basic, client_secret_post or tls_client_auth", ErrInvalidSpec, clip(spec.AuthMethod))
+		return store.OAuthClient{}, "", fmt.Errorf("%w: auth method %q: want client_secret_basic, client_secret_post, private_key_jwt or tls_client_auth", ErrInvalidSpec, clip(spec.AuthMethod))
 	}
 	if err := s.st.CreateOAuthClient(ctx, c); err != nil {
 		return store.OAuthClient{}, "", fmt.Errorf("sts: create client %q: %w", spec.Name, err)

@@ -132,9 +132,26 @@ func readForm(r *http.Request) (url.Values, error) {
 func (s *Service) authenticate(r *http.Request, form url.Values, p Peer, hasPeer bool) (store.OAuthClient, error) {
 	user, pass, basic := r.BasicAuth()
 	_, postSecret := form["client_secret"]
+	_, assertion := form["client_assertion"]
+	methods := 0
+	for _, m := range []bool{basic, postSecret, assertion} {
+		if m {
+			methods++
+		}
+	}
 	switch {
-	case basic && postSecret:
+	case methods > 1:
 		return store.OAuthClient{}, invalidRequest("use one client authentication method")
+	case assertion:
+		if form.Get("client_assertion_type") != assertionType {
+			return store.OAuthClient{}, invalidRequest("client_assertion_type must be " + assertionType)
+		}
+		c, err := s.authenticateAssertion(r.Context(), form.Get("client_assertion"), form.Get("client_id"))
+		if errors.Is(err, errBadAssertion) {
+			s.log.InfoContext(r.Context(), "client authentication failed", "method", "private_key_jwt")
+			return store.OAuthClient{}, invalidClient(false)
+		}
+		return c, err
 	case basic:
 		id, err1 := url.QueryUnescape(user)
 		secret, err2 := url.QueryUnescape(pass)
@@ -405,7 +422,7 @@ func (s *Service) revoke(r *http.Request, form url.Values, p Peer, hasPeer bool)
 // GET /.well-known/oauth-authorization-server (RFC 8414)
 func (s *Service) metadata(w http.ResponseWriter, _ *http.Request) {
 	iss := s.cfg.Issuer
-	methods := []string{store.AuthClientSecretBasic, store.AuthClientSecretPost, store.AuthTLSClient}
+	methods := []string{store.AuthClientSecretBasic, store.AuthClientSecretPost, store.AuthPrivateKeyJWT, store.AuthTLSClient}
 	w.Header().Set("Cache-Control", "max-age=300")
 	writeJSON(w, http.StatusOK, map[string]any{
 		"issuer":                                iss,
