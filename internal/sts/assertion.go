@@ -86,7 +86,7 @@ func (s *Service) authenticateAssertion(ctx context.Context, raw, clientID strin
 	if !strings.HasPrefix(id, "wc_") || len(id) != 27 {
 		return store.OAuthClient{}, errBadAssertion
 	}
-	c, err := s.st.GetOAuthClient(ctx, id)
+	c, err := s.client(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return store.OAuthClient{}, errBadAssertion
 	}

@@ -150,7 +150,7 @@ func (s *Service) authenticateSecret(ctx context.Context, id, secret string, met
 	if !strings.HasPrefix(id, "wc_") || len(id) != 27 || !strings.HasPrefix(secret, clientSecretPrefix) || len(secret) > 128 {
 		return store.OAuthClient{}, errBadClient
 	}
-	c, err := s.st.GetOAuthClient(ctx, id)
+	c, err := s.client(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return store.OAuthClient{}, errBadClient
 	}
@@ -172,3 +172,38 @@ var errBadClient = errors.New("sts: client authentication failed")
 func sameHash(a, b []byte) bool {
 	return len(a) == sha256.Size && subtle.ConstantTimeCompare(a, b) == 1
 }
+
+// clientCacheTTL is how long a client record is reused without reading
+// the store. Revocations do not wait for it: they are checked in the
+// in-memory revoked set, which every replica updates from the event log.
+const clientCacheTTL = 10 * time.Second
+
+type cachedClient struct {
+	c  store.OAuthClient
+	at time.Time
+}
+
+// client returns a client record, from the cache when fresh.
+func (s *Service) client(ctx context.Context, id string) (store.OAuthClient, error) {
+	now := s.now()
+	s.mu.Lock()
+	e, ok := s.clientCache[id]
+	s.mu.Unlock()
+	if ok && now.Sub(e.at) < clientCacheTTL {
+		return e.c, nil
+	}
+	c, err := s.st.GetOAuthClient(ctx, id)
+	if err != nil {
+		return c, err
+	}
+	s.mu.Lock()
+	if s.clientCache == nil || len(s.clientCache) >= maxCachedClients {
+		s.clientCache = map[string]cachedClient{}
+	}
+	s.clientCache[id] = cachedClient{c: c, at: now}
+	s.mu.Unlock()
+	return c, nil
+}
+
+// maxCachedClients bounds the client cache.
+const maxCachedClients = 10000

@@ -176,7 +176,7 @@ func (s *Service) authenticate(r *http.Request, form url.Values, p Peer, hasPeer
 		if !strings.HasPrefix(id, "wc_") || len(id) != 27 {
 			return store.OAuthClient{}, invalidClient(false)
 		}
-		c, err := s.st.GetOAuthClient(r.Context(), id)
+		c, err := s.client(r.Context(), id)
 		if errors.Is(err, store.ErrNotFound) {
 			return store.OAuthClient{}, invalidClient(false)
 		}

@@ -98,9 +98,10 @@ type Service struct {
 
 	verified verifiedCache // tokens whose signature verified
 
-	mu      sync.Mutex
-	revoked map[string]time.Time // jti → exp
-	clients map[string]time.Time // revoked client IDs → when
+	mu          sync.Mutex
+	revoked     map[string]time.Time // jti → exp
+	clients     map[string]time.Time // revoked client IDs → when
+	clientCache map[string]cachedClient
 }
 
 // New loads (or, on first use, creates and activates) the signing keys and
