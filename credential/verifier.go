@@ -63,8 +63,10 @@ type Config struct {
 	APIKeyCacheTTL time.Duration
 	// Leeway tolerates clock skew on exp and nbf; 0 means 30s.
 	Leeway time.Duration
-	Logger *slog.Logger
-	Now    func() time.Time
+	// ExternalIssuers are trusted OpenID Connect issuers (VerifyExternal).
+	ExternalIssuers []Issuer
+	Logger          *slog.Logger
+	Now             func() time.Time
 }
 
 // Claims are the verified claims of an access token.
@@ -106,6 +108,9 @@ type Verifier struct {
 	revoked     map[string]time.Time // jti → until
 	clients     map[string]time.Time // client_id → until
 	apiKeys     map[[32]byte]apiKeyEntry
+
+	extOnce  sync.Once
+	external map[string]*issuerKeys // by issuer URL
 }
 
 type apiKeyEntry struct {
@@ -141,6 +146,11 @@ func New(cfg Config) (*Verifier, error) {
 	}
 	if cfg.Leeway == 0 {
 		cfg.Leeway = 30 * time.Second
+	}
+	for i, is := range cfg.ExternalIssuers {
+		if u, err := url.Parse(is.URL); err != nil || u.Scheme != "https" || u.Host == "" || is.Audience == "" {
+			return nil, fmt.Errorf("credential: Config.ExternalIssuers[%d]: an https URL and an Audience are required", i)
+		}
 	}
 	v := &Verifier{cfg: cfg, log: cfg.Logger, now: cfg.Now, keys: map[string]jose.JSONWebKey{},
 		revoked: map[string]time.Time{}, clients: map[string]time.Time{}, apiKeys: map[[32]byte]apiKeyEntry{}}
