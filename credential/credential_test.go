@@ -222,3 +222,46 @@ func TestIntrospectAPIKeys(t *testing.T) {
 		t.Fatalf("nonsense: %v", err)
 	}
 }
+
+// TestBoundTokenOverRealConnections: a resource server that verifies with
+// r.TLS accepts the bound token over a connection with the client's own
+// certificate and refuses it over one with another certificate.
+func TestBoundTokenOverRealConnections(t *testing.T) {
+	a := newAuthority(t)
+	ctx := context.Background()
+	c, _, err := a.s.CreateClient(ctx, sts.ClientSpec{Name: "orders", AuthMethod: store.AuthTLSClient, TLSSubject: "spiffe://example.org/svc/orders"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := svidCert(t, "spiffe://example.org/svc/orders")
+	tok := a.token(a.client(mine), url.Values{"grant_type": {"client_credentials"}, "client_id": {c.ID}}, "", "")
+	v, _ := credential.New(credential.Config{Issuer: a.url, HTTPClient: a.client(nil)})
+	rs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := v.VerifyAccessToken(r.Context(), strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "), r.TLS); err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	rs.TLS = &tls.Config{ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12}
+	rs.StartTLS()
+	defer rs.Close()
+	call := func(cert *tls.Certificate) int {
+		tr := rs.Client().Transport.(*http.Transport).Clone()
+		tr.TLSClientConfig.Certificates = []tls.Certificate{*cert}
+		req, _ := http.NewRequest("GET", rs.URL, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := (&http.Client{Transport: tr}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := call(mine); got != http.StatusNoContent {
+		t.Fatalf("with the bound certificate: %d", got)
+	}
+	if got := call(svidCert(t, "spiffe://example.org/svc/orders")); got != http.StatusUnauthorized {
+		t.Fatalf("with another certificate: %d", got)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -185,8 +184,24 @@ func (v *verifiedCache) put(k [32]byte, c *Claims) {
 
 // claimsMap renders claims for introspection.
 func claimsMap(c *Claims) map[string]any {
-	b, _ := json.Marshal(c)
-	m := map[string]any{}
-	_ = json.Unmarshal(b, &m)
+	m := make(map[string]any, 14)
+	m["iss"], m["sub"], m["exp"], m["iat"], m["nbf"], m["jti"], m["client_id"] = c.Issuer, c.Subject, c.Expiry, c.IssuedAt, c.NotBefore, c.ID, c.ClientID
+	if len(c.Audience) == 1 {
+		m["aud"] = c.Audience[0]
+	} else {
+		m["aud"] = []string(c.Audience)
+	}
+	if c.Scope != "" {
+		m["scope"] = c.Scope
+	}
+	if c.Cnf != nil {
+		m["cnf"] = c.Cnf
+	}
+	if c.Act != nil {
+		m["act"] = c.Act
+	}
+	if c.MayAct != nil {
+		m["may_act"] = c.MayAct
+	}
 	return m
 }
