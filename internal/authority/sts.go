@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wardsec/ward/internal/bus"
 	"github.com/wardsec/ward/internal/store"
 	"github.com/wardsec/ward/internal/sts"
 )
@@ -34,8 +35,19 @@ func (a *Authority) newSTS(ctx context.Context) (*sts.Service, error) {
 		Logger:      a.log,
 		Now:         a.now,
 		OnRevoke: func(ctx context.Context, kind, id string, expiresAt time.Time) error {
-			_, err := a.appendEvent(ctx, kindCredentialRevocation, credentialRevocationPayload{Kind: kind, ID: id, ExpiresAt: expiresAt.UTC()})
-			return err
+			p := credentialRevocationPayload{Kind: kind, ID: id, ExpiresAt: expiresAt.UTC()}
+			if _, err := a.appendEvent(ctx, kindCredentialRevocation, p); err != nil {
+				return err
+			}
+			// The payload itself on the bus, for verifiers without a
+			// watch stream; replicas apply the stored event instead.
+			if a.bus != nil {
+				data, _ := json.Marshal(p)
+				if err := a.bus.Publish(ctx, bus.SubjectCredentialRevocations, data); err != nil {
+					a.log.WarnContext(ctx, "publishing a credential revocation on the bus failed; it is in the event log", "kind", kind, "error", err)
+				}
+			}
+			return nil
 		},
 	})
 }

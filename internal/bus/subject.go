@@ -15,6 +15,11 @@ const (
 	// payload JSON {"seq":N,"kind":"..."}.
 	SubjectEvents = "ward.v1.events"
 
+	// SubjectCredentialRevocations carries every revocation of the token
+	// service as JSON {"kind":"token|apikey|client","id","expires_at"}, for
+	// verifiers that follow the bus (gateways) rather than a watch stream.
+	SubjectCredentialRevocations = "ward.v1.revocations.credentials"
+
 	// MaxSubjectLen bounds a subject's length in bytes.
 	MaxSubjectLen = 255
 )

@@ -30,3 +30,15 @@ func FuzzParseToken(f *testing.F) {
 		}
 	})
 }
+
+func FuzzClientAssertion(f *testing.F) {
+	fx := newFixture(f)
+	f.Add("a.b.c", "")
+	f.Add("eyJhbGciOiJFZERTQSJ9.eyJpc3MiOiJ3Y18ifQ.AAAA", "wc_000000000000000000000000")
+	f.Add("", "")
+	f.Fuzz(func(t *testing.T, assertion, clientID string) {
+		if _, err := fx.s.authenticateAssertion(t.Context(), assertion, clientID); err == nil {
+			t.Fatalf("accepted assertion %q for %q", assertion, clientID)
+		}
+	})
+}
