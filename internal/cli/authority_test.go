@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,6 +13,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/wardsec/ward/internal/store/storetest"
 )
@@ -289,4 +294,56 @@ func TestCatalogAcrossReplicas(t *testing.T) {
 		return err == nil && refused
 	})
 	t.Logf("revocation of the grant crossed replicas in %v", time.Since(revoked).Round(time.Millisecond))
+}
+
+// TestTokenRevocationAcrossReplicas: a token revoked through replica A is
+// inactive at replica B's introspection within a second (the revocation
+// travels as an event over the shared store and NATS).
+func TestTokenRevocationAcrossReplicas(t *testing.T) {
+	natsURL := os.Getenv("WARD_TEST_NATS_URL")
+	if natsURL == "" {
+		t.Skip("WARD_TEST_NATS_URL not set; e.g. nats://127.0.0.1:4222")
+	}
+	if os.Getenv("WARD_TEST_POSTGRES_DSN") == "" {
+		t.Skip("WARD_TEST_POSTGRES_DSN not set; e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	}
+	dir := t.TempDir()
+	// Replicas behind one load balancer share one public URL: the issuer
+	// of every token.
+	cfg := "trust_domain: ward.test\ndata_dir: " + dir + "\nauthority:\n  listen: 127.0.0.1:0\n  public_url: https://authority.ward.test:8443\nbus:\n  url: " + natsURL +
+		"\nstore:\n  dsn: '" + storetest.PostgresDSN(t) + "'\n"
+	cfgPath, res := initWithConfig(t, dir, cfg)
+	addrA, addrB := startAuthorityRun(t, cfgPath), startAuthorityRun(t, cfgPath)
+	a := &devEnv{t: t, vars: map[string]string{"WARD_AUTHORITY": "https://" + addrA, "WARD_CA_BUNDLE": filepath.Join(dir, "bundle.pem"), "WARD_ADMIN_TOKEN": res["admin_token"]}}
+	hc := a.trustingClient(t)
+	var created struct {
+		ClientID     string `json:"client_id"`
+		ClientSecret string `json:"client_secret"`
+	}
+	if err := json.Unmarshal([]byte(a.mustWard("client", "create", "billing", "--scope", "orders:read", "-o", "json")), &created); err != nil {
+		t.Fatal(err)
+	}
+	// Both replicas issue tokens with keys both publish (one store).
+	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, hc)
+	tok, err := (&clientcredentials.Config{ClientID: created.ClientID, ClientSecret: created.ClientSecret, TokenURL: "https://" + addrA + "/oauth2/token"}).Token(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseB := "https://" + addrB
+	if got := introspect(t, hc, baseB, created.ClientID, created.ClientSecret, tok.AccessToken); got["active"] != true {
+		t.Fatalf("replica B: %v", got)
+	}
+	req, _ := http.NewRequest("POST", "https://"+addrA+"/oauth2/revoke", strings.NewReader(url.Values{"token": {tok.AccessToken}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(created.ClientID, created.ClientSecret)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	revoked := time.Now()
+	waitFor(t, time.Second, "replica B reports the token revoked on replica A inactive", func() bool {
+		return introspect(t, hc, baseB, created.ClientID, created.ClientSecret, tok.AccessToken)["active"] == false
+	})
+	t.Logf("token revocation crossed replicas in %v", time.Since(revoked).Round(time.Millisecond))
 }

@@ -98,3 +98,27 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatalf("Keys: %v", err)
 	}
 }
+
+// TestUnknownKidReloads: a replica that has not yet applied another
+// replica's key change reloads the keys from the store when it meets a
+// token with an unknown kid (rate-limited), and verifies it.
+func TestUnknownKidReloads(t *testing.T) {
+	f := newFixture(t)
+	other, err := New(context.Background(), Config{Store: f.st, KMS: f.s.cfg.KMS, Issuer: testIssuer, TrustDomain: testTD, Now: f.clock.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.s.RotateKeys(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	c, secret := f.newClient(ClientSpec{Name: "billing"})
+	tok := f.token(c.ID, secret, nil)
+	if _, err := other.parseToken(tok); err != nil {
+		t.Fatalf("the other replica refused a token of the new key: %v", err)
+	}
+	// Forged kids do not cause a reload each: the next one within the
+	// interval is refused without one.
+	if other.reloadForUnknownKey() {
+		t.Fatal("a second reload within the interval")
+	}
+}

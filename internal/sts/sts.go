@@ -98,10 +98,11 @@ type Service struct {
 
 	verified verifiedCache // tokens whose signature verified
 
-	mu          sync.Mutex
-	revoked     map[string]time.Time // jti → exp
-	clients     map[string]time.Time // revoked client IDs → when
-	clientCache map[string]cachedClient
+	mu           sync.Mutex
+	revoked      map[string]time.Time // jti → exp
+	clients      map[string]time.Time // revoked client IDs → when
+	clientCache  map[string]cachedClient
+	keysReloaded time.Time // last reload for an unknown kid
 }
 
 // New loads (or, on first use, creates and activates) the signing keys and

@@ -1,6 +1,7 @@
 package sts
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
@@ -118,6 +120,9 @@ func (s *Service) parseToken(raw string) (*Claims, error) {
 		return nil, fmt.Errorf("%w: typ %q", ErrInvalidCredential, typ)
 	}
 	k := s.keys.Load().published[h.KeyID]
+	if k == nil && s.reloadForUnknownKey() {
+		k = s.keys.Load().published[h.KeyID]
+	}
 	if k == nil || k.alg != h.Algorithm {
 		return nil, fmt.Errorf("%w: unknown key or algorithm", ErrInvalidCredential)
 	}
@@ -204,4 +209,30 @@ func claimsMap(c *Claims) map[string]any {
 		m["may_act"] = c.MayAct
 	}
 	return m
+}
+
+// unknownKeyReload is the least time between two key reloads caused by
+// tokens with an unknown kid.
+const unknownKeyReload = 2 * time.Second
+
+// reloadForUnknownKey reloads the keys from the store when a token names
+// a key this replica does not know (another replica created it, and its
+// event has not been applied yet), at most once per unknownKeyReload so
+// that forged kids cannot turn into store reads. It reports whether it
+// reloaded.
+func (s *Service) reloadForUnknownKey() bool {
+	s.mu.Lock()
+	if s.now().Sub(s.keysReloaded) < unknownKeyReload {
+		s.mu.Unlock()
+		return false
+	}
+	s.keysReloaded = s.now()
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.loadKeys(ctx); err != nil {
+		s.log.Warn("sts: reloading signing keys failed", "error", err.Error())
+		return false
+	}
+	return true
 }
