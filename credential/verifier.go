@@ -257,22 +257,9 @@ func (v *Verifier) fetchKeys(ctx context.Context) error {
 	v.mu.Lock()
 	v.keysFetched = v.now()
 	v.mu.Unlock()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.cfg.Issuer+"/.well-known/jwks.json", nil)
-	if err != nil {
-		return fmt.Errorf("credential: %w", err)
-	}
-	resp, err := v.cfg.HTTPClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSSize+1))
-	if err != nil || resp.StatusCode != http.StatusOK || len(body) > maxJWKSSize {
-		return fmt.Errorf("%w: JWKS answer %d", ErrUnavailable, resp.StatusCode)
-	}
 	var set jose.JSONWebKeySet
-	if err := json.Unmarshal(body, &set); err != nil {
-		return fmt.Errorf("%w: JWKS: %v", ErrUnavailable, err)
+	if err := v.getJSON(ctx, v.cfg.Issuer+"/.well-known/jwks.json", &set); err != nil {
+		return err
 	}
 	keys := map[string]jose.JSONWebKey{}
 	for _, k := range set.Keys {

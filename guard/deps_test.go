@@ -1,21 +1,11 @@
 package guard_test
 
 import (
-	"os/exec"
-	"strings"
 	"testing"
+
+	"github.com/wardsec/ward/internal/deptest"
 )
 
-// TestNoInternalImports: guard is public SDK; it must not depend on
-// ward's server packages or on testing.
-func TestNoInternalImports(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", "github.com/wardsec/ward/guard").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, out)
-	}
-	for _, dep := range strings.Fields(string(out)) {
-		if strings.HasPrefix(dep, "github.com/wardsec/ward/internal/") || dep == "testing" {
-			t.Errorf("guard depends on %s", dep)
-		}
-	}
-}
+// TestDependencies: guard is public SDK; it must not depend on ward's
+// server packages nor on testing.
+func TestDependencies(t *testing.T) { deptest.Check(t) }

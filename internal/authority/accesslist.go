@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -178,9 +179,9 @@ func (a *Authority) servicePeer(r *http.Request) (store.Service, peer, error) {
 	if !ok {
 		return store.Service{}, peer{}, errForbiddenIdentity(fmt.Sprintf("%s is not a service identity (spiffe://%s/svc/<name>)", p.id, a.td))
 	}
-	svc, err := a.st.GetService(r.Context(), name)
+	svc, err := a.service(r.Context(), name)
 	if err != nil {
-		if isNotFound(err) {
+		if errors.Is(err, ErrUnknownService) {
 			return store.Service{}, peer{}, errForbiddenIdentity(fmt.Sprintf("service %s is not registered", quote(name)))
 		}
 		return store.Service{}, peer{}, err

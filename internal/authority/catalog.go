@@ -87,10 +87,12 @@ type reviewContext struct {
 func (a *Authority) review(ctx context.Context, req store.AccessRequest) (reviewContext, error) {
 	var rc reviewContext
 	var err error
-	if rc.consumer, err = a.st.GetService(ctx, req.Consumer); err != nil {
+	// a.service caches: team and level never change, revocations arrive
+	// as events.
+	if rc.consumer, err = a.service(ctx, req.Consumer); err != nil {
 		return rc, fmt.Errorf("authority: request %s: consumer: %w", req.ID, err)
 	}
-	if rc.provider, err = a.st.GetService(ctx, req.Provider); err != nil {
+	if rc.provider, err = a.service(ctx, req.Provider); err != nil {
 		return rc, fmt.Errorf("authority: request %s: provider: %w", req.ID, err)
 	}
 	auto := false

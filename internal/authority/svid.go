@@ -213,8 +213,8 @@ func (a *Authority) handleRenew(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	name, ok := strings.CutPrefix(p.id.Path(), "/svc/")
-	if !ok || !nameRE.MatchString(name) {
+	name, ok := a.serviceOf(p.id)
+	if !ok {
 		return errForbiddenIdentity(fmt.Sprintf("%s is not a service SVID (spiffe://%s/svc/NAME); only services renew here", p.id, a.td.Name()))
 	}
 	csr, err := readCSR(r)

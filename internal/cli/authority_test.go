@@ -242,26 +242,7 @@ func initWithConfig(t *testing.T, dir, cfg string) (string, map[string]string) {
 // approves and revokes on replica A, and the provider follows within a
 // second each time.
 func TestCatalogAcrossReplicas(t *testing.T) {
-	natsURL := os.Getenv("WARD_TEST_NATS_URL")
-	if natsURL == "" {
-		t.Skip("WARD_TEST_NATS_URL not set; e.g. nats://127.0.0.1:4222")
-	}
-	if os.Getenv("WARD_TEST_POSTGRES_DSN") == "" {
-		t.Skip("WARD_TEST_POSTGRES_DSN not set; e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
-	}
-	dir := t.TempDir()
-	cfg := "trust_domain: ward.test\ndata_dir: " + dir + "\nauthority:\n  listen: 127.0.0.1:0\nbus:\n  url: " + natsURL +
-		"\nstore:\n  dsn: '" + storetest.PostgresDSN(t) + "'\n"
-	cfgPath, res := initWithConfig(t, dir, cfg)
-	addrA, addrB := startAuthorityRun(t, cfgPath), startAuthorityRun(t, cfgPath)
-	env := func(addr string) *devEnv {
-		return &devEnv{t: t, vars: map[string]string{
-			"WARD_AUTHORITY":   "https://" + addr,
-			"WARD_CA_BUNDLE":   filepath.Join(dir, "bundle.pem"),
-			"WARD_ADMIN_TOKEN": res["admin_token"],
-		}}
-	}
-	a, b := env(addrA), env(addrB)
+	a, b := startReplicas(t, "")
 	a.mustWard("team", "create", "shop")
 	apiDir := a.newService("shop", "api", "L2")
 	webDir := a.newService("shop", "web", "L2")
@@ -300,21 +281,9 @@ func TestCatalogAcrossReplicas(t *testing.T) {
 // inactive at replica B's introspection within a second (the revocation
 // travels as an event over the shared store and NATS).
 func TestTokenRevocationAcrossReplicas(t *testing.T) {
-	natsURL := os.Getenv("WARD_TEST_NATS_URL")
-	if natsURL == "" {
-		t.Skip("WARD_TEST_NATS_URL not set; e.g. nats://127.0.0.1:4222")
-	}
-	if os.Getenv("WARD_TEST_POSTGRES_DSN") == "" {
-		t.Skip("WARD_TEST_POSTGRES_DSN not set; e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
-	}
-	dir := t.TempDir()
 	// Replicas behind one load balancer share one public URL: the issuer
 	// of every token.
-	cfg := "trust_domain: ward.test\ndata_dir: " + dir + "\nauthority:\n  listen: 127.0.0.1:0\n  public_url: https://authority.ward.test:8443\nbus:\n  url: " + natsURL +
-		"\nstore:\n  dsn: '" + storetest.PostgresDSN(t) + "'\n"
-	cfgPath, res := initWithConfig(t, dir, cfg)
-	addrA, addrB := startAuthorityRun(t, cfgPath), startAuthorityRun(t, cfgPath)
-	a := &devEnv{t: t, vars: map[string]string{"WARD_AUTHORITY": "https://" + addrA, "WARD_CA_BUNDLE": filepath.Join(dir, "bundle.pem"), "WARD_ADMIN_TOKEN": res["admin_token"]}}
+	a, b := startReplicas(t, "https://authority.ward.test:8443")
 	hc := a.trustingClient(t)
 	var created struct {
 		ClientID     string `json:"client_id"`
@@ -325,15 +294,15 @@ func TestTokenRevocationAcrossReplicas(t *testing.T) {
 	}
 	// Both replicas issue tokens with keys both publish (one store).
 	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, hc)
-	tok, err := (&clientcredentials.Config{ClientID: created.ClientID, ClientSecret: created.ClientSecret, TokenURL: "https://" + addrA + "/oauth2/token"}).Token(ctx)
+	tok, err := (&clientcredentials.Config{ClientID: created.ClientID, ClientSecret: created.ClientSecret, TokenURL: a.vars["WARD_AUTHORITY"] + "/oauth2/token"}).Token(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	baseB := "https://" + addrB
+	baseB := b.vars["WARD_AUTHORITY"]
 	if got := introspect(t, hc, baseB, created.ClientID, created.ClientSecret, tok.AccessToken); got["active"] != true {
 		t.Fatalf("replica B: %v", got)
 	}
-	req, _ := http.NewRequest("POST", "https://"+addrA+"/oauth2/revoke", strings.NewReader(url.Values{"token": {tok.AccessToken}}.Encode()))
+	req, _ := http.NewRequest("POST", a.vars["WARD_AUTHORITY"]+"/oauth2/revoke", strings.NewReader(url.Values{"token": {tok.AccessToken}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(created.ClientID, created.ClientSecret)
 	resp, err := hc.Do(req)
@@ -346,4 +315,35 @@ func TestTokenRevocationAcrossReplicas(t *testing.T) {
 		return introspect(t, hc, baseB, created.ClientID, created.ClientSecret, tok.AccessToken)["active"] == false
 	})
 	t.Logf("token revocation crossed replicas in %v", time.Since(revoked).Round(time.Millisecond))
+}
+
+// startReplicas starts two authority replicas (`ward authority run`) on one
+// fresh PostgreSQL schema and the external NATS, skipping the test when
+// either is not configured, and returns a CLI environment for each.
+// publicURL, if set, is the public URL both share (as behind a load
+// balancer); otherwise each advertises its own address.
+func startReplicas(t *testing.T, publicURL string) (a, b *devEnv) {
+	t.Helper()
+	natsURL := os.Getenv("WARD_TEST_NATS_URL")
+	if natsURL == "" {
+		t.Skip("WARD_TEST_NATS_URL not set; e.g. nats://127.0.0.1:4222")
+	}
+	if os.Getenv("WARD_TEST_POSTGRES_DSN") == "" {
+		t.Skip("WARD_TEST_POSTGRES_DSN not set; e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	}
+	dir := t.TempDir()
+	cfg := "trust_domain: ward.test\ndata_dir: " + dir + "\nauthority:\n  listen: 127.0.0.1:0\n"
+	if publicURL != "" {
+		cfg += "  public_url: " + publicURL + "\n"
+	}
+	cfg += "bus:\n  url: " + natsURL + "\nstore:\n  dsn: '" + storetest.PostgresDSN(t) + "'\n"
+	cfgPath, res := initWithConfig(t, dir, cfg)
+	env := func(addr string) *devEnv {
+		return &devEnv{t: t, vars: map[string]string{
+			"WARD_AUTHORITY":   "https://" + addr,
+			"WARD_CA_BUNDLE":   filepath.Join(dir, "bundle.pem"),
+			"WARD_ADMIN_TOKEN": res["admin_token"],
+		}}
+	}
+	return env(startAuthorityRun(t, cfgPath)), env(startAuthorityRun(t, cfgPath))
 }
