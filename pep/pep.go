@@ -14,6 +14,7 @@ import (
 
 	"github.com/wardsec/ward/guard"
 	"github.com/wardsec/ward/identity"
+	"github.com/wardsec/ward/passport"
 )
 
 // Errors callers branch on (errors.Is).
@@ -69,6 +70,19 @@ type Config struct {
 	PeerID func(r *http.Request) (spiffeid.ID, error)
 	// Logger receives denials at Info. nil discards them.
 	Logger *slog.Logger
+	// Passports, if set, verifies the Ward-Passport header of allowed
+	// requests: a present but invalid passport is refused (401
+	// invalid-passport); a valid one is put in the context
+	// (passport.FromContext). *passport.Verifier implements it.
+	Passports PassportVerifier
+	// RequirePassport refuses allowed requests without a passport (401
+	// passport-required). It needs Passports.
+	RequirePassport bool
+}
+
+// PassportVerifier verifies a passport (*passport.Verifier).
+type PassportVerifier interface {
+	Verify(ctx context.Context, raw string) (*passport.Claims, error)
 }
 
 // Decision is the outcome for one request.
@@ -87,6 +101,9 @@ type PEP struct {
 	routes *http.ServeMux // handlers are *route
 	peerID func(r *http.Request) (spiffeid.ID, error)
 	log    *slog.Logger
+
+	passports       PassportVerifier
+	requirePassport bool
 }
 
 // route is a Route registered in the PEP's mux; the mux finds it, it is
@@ -113,7 +130,11 @@ func New(cfg Config) (*PEP, error) {
 	if len(cfg.Routes) == 0 {
 		return nil, fmt.Errorf("%w: Config.Routes is empty: every request would be refused", ErrInvalidConfig)
 	}
-	p := &PEP{guard: cfg.Guard, routes: http.NewServeMux(), peerID: cfg.PeerID, log: cfg.Logger}
+	if cfg.RequirePassport && cfg.Passports == nil {
+		return nil, fmt.Errorf("%w: Config.RequirePassport needs Config.Passports", ErrInvalidConfig)
+	}
+	p := &PEP{guard: cfg.Guard, routes: http.NewServeMux(), peerID: cfg.PeerID, log: cfg.Logger,
+		passports: cfg.Passports, requirePassport: cfg.RequirePassport}
 	if p.peerID == nil {
 		p.peerID = peerFromRequest
 	}
@@ -238,11 +259,47 @@ func (p *PEP) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d, err := p.decide(r)
 		if d.Allowed {
-			next.ServeHTTP(w, r.WithContext(&decisionContext{Context: r.Context(), d: d}))
+			ctx := context.Context(&decisionContext{Context: r.Context(), d: d})
+			if p.passports != nil {
+				var ok bool
+				if ctx, ok = p.passport(w, r, ctx); !ok {
+					return
+				}
+			}
+			next.ServeHTTP(w, r.WithContext(ctx))
 			return
 		}
 		p.deny(w, r, d, err)
 	})
+}
+
+// passport verifies the request's passport, if any, and adds it to ctx;
+// it answers the request itself (false) when the passport is refused.
+func (p *PEP) passport(w http.ResponseWriter, r *http.Request, ctx context.Context) (context.Context, bool) {
+	vals := r.Header.Values(passport.Header)
+	switch {
+	case len(vals) == 0 && p.requirePassport:
+		p.log.LogAttrs(ctx, slog.LevelInfo, "pep: request denied", slog.String("reason", "passport-required"), slog.String("method", r.Method))
+		writeProblem(w, http.StatusUnauthorized, "passport-required", "Passport required",
+			"this service accepts requests only with a passport from the gateway")
+		return nil, false
+	case len(vals) == 0:
+		return ctx, true
+	case len(vals) > 1:
+		writeProblem(w, http.StatusUnauthorized, "invalid-passport", "Invalid passport", "the request carries more than one passport")
+		return nil, false
+	}
+	c, err := p.passports.Verify(ctx, vals[0])
+	if err != nil {
+		detail := "the passport is invalid"
+		if errors.Is(err, passport.ErrExpired) {
+			detail = "the passport has expired"
+		}
+		p.log.LogAttrs(ctx, slog.LevelInfo, "pep: request denied", slog.String("reason", "invalid-passport"), slog.String("method", r.Method), slog.String("error", err.Error()))
+		writeProblem(w, http.StatusUnauthorized, "invalid-passport", "Invalid passport", detail)
+		return nil, false
+	}
+	return passport.NewContext(ctx, vals[0], c), true
 }
 
 // deny logs a refusal and answers it.

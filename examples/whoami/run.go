@@ -16,6 +16,7 @@ import (
 
 	"github.com/wardsec/ward/guard"
 	"github.com/wardsec/ward/identity"
+	"github.com/wardsec/ward/passport"
 	"github.com/wardsec/ward/pep"
 )
 
@@ -96,7 +97,14 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return fmt.Errorf("whoami: guard: %w", err)
 		}
-		p, err := pep.New(pep.Config{Guard: g, Routes: Routes(), Logger: cfg.Logger})
+		// Passports are verified when present (a request through the
+		// gateway); callers inside the mesh may call without one.
+		pv, err := passport.NewForSource(src, passport.Config{Logger: cfg.Logger})
+		if err != nil {
+			return fmt.Errorf("whoami: passport verifier: %w", err)
+		}
+		defer pv.Close()
+		p, err := pep.New(pep.Config{Guard: g, Routes: Routes(), Logger: cfg.Logger, Passports: pv})
 		if err != nil {
 			return fmt.Errorf("whoami: %w", err)
 		}

@@ -9,7 +9,8 @@
 //	go src.Run(ctx)
 //	g, _ := guard.NewForSource(ctx, src, src.AuthorityURL(), guard.Config{Manifest: whoami.Manifest("whoami", whoami.Version)})
 //	go g.Run(ctx)
-//	p, _ := pep.New(pep.Config{Guard: g, Routes: whoami.Routes()})
+//	pv, _ := passport.NewForSource(src, passport.Config{})
+//	p, _ := pep.New(pep.Config{Guard: g, Routes: whoami.Routes(), Passports: pv})
 //	srv := &http.Server{Handler: src.Middleware(p.Middleware(whoami.GuardedHandler(src, g))),
 //		TLSConfig: src.ServerTLSConfig(identity.AuthorizeMemberOf(src.ID().TrustDomain()))}
 package whoami
@@ -27,6 +28,7 @@ import (
 
 	"github.com/wardsec/ward/guard"
 	"github.com/wardsec/ward/identity"
+	"github.com/wardsec/ward/passport"
 	"github.com/wardsec/ward/pep"
 )
 
@@ -50,6 +52,9 @@ type Response struct {
 	// Access is the access-list decision that let the request in; nil
 	// when whoami runs without a PEP.
 	Access *Access `json:"access,omitempty"`
+	// Passport holds the verified claims of the request's passport (the
+	// end user a gateway authenticated); nil when it carried none.
+	Passport *passport.Claims `json:"passport,omitempty"`
 }
 
 // Access describes the PEP's decision for the request.
@@ -151,6 +156,9 @@ func newHandler(server func() spiffeid.ID, peer func(context.Context) (spiffeid.
 			if lists != nil {
 				resp.Access.ListVersion = lists.Version()
 			}
+		}
+		if c, ok := passport.FromContext(r.Context()); ok {
+			resp.Passport = c
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(resp)

@@ -130,7 +130,7 @@ func (a *Authority) AccessList(ctx context.Context, provider string) ([]byte, in
 	}
 	revoked := map[string]bool{}
 	for _, g := range st.Grants {
-		if _, seen := revoked[g.Consumer]; seen {
+		if _, seen := revoked[g.Consumer]; seen || strings.HasPrefix(g.Consumer, catalog.ComponentPrefix) {
 			continue
 		}
 		svc, err := a.st.GetService(ctx, g.Consumer)

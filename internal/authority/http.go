@@ -57,6 +57,9 @@ func (a *Authority) routes() http.Handler {
 	mux.Handle("POST /v1/catalog/declarations", a.api(a.handleDeclare))
 	mux.Handle("GET /v1/accesslist", a.api(a.handleAccessList))
 	mux.Handle("GET /v1/keys", a.api(a.handleKeys))
+	mux.Handle("GET /v1/passport/keys", a.api(a.handlePassportKeys))
+	mux.Handle("POST /v1/passport/keys", a.api(a.handleRegisterPassportKey))
+	mux.Handle("GET /v1/gateway/routes", a.api(a.handleGatewayRoutes))
 
 	// Admin.
 	mux.Handle("POST /v1/teams", a.admin(actCreate, a.handleCreateTeam))
@@ -84,6 +87,13 @@ func (a *Authority) routes() http.Handler {
 	mux.Handle("POST /v1/api-keys", a.admin(actManageAuth, a.handleCreateAPIKey))
 	mux.Handle("GET /v1/api-keys", a.admin(actRead, a.handleListAPIKeys))
 	mux.Handle("POST /v1/api-keys/{id}/revoke", a.admin(actRevoke, a.handleRevokeAPIKey))
+
+	mux.Handle("POST /v1/components/{component}/bootstrap-token", a.admin(actManageAuth, a.handleCreateComponentToken))
+	mux.Handle("GET /v1/components/bootstrap-tokens", a.admin(actRead, a.handleListComponentTokens))
+	mux.Handle("POST /v1/components/bootstrap-tokens/{id}/revoke", a.admin(actRevoke, a.handleRevokeComponentToken))
+	mux.Handle("PUT /v1/routes/{name}", a.admin(actReview, a.handlePutRoute))
+	mux.Handle("DELETE /v1/routes/{name}", a.admin(actReview, a.handleDeleteRoute))
+	mux.Handle("GET /v1/routes", a.admin(actRead, a.handleListRoutes))
 
 	// Catalogue review. Team tokens pass the gate; the handlers check the
 	// role each decision needs.

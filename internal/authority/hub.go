@@ -126,6 +126,11 @@ func (h *hub) apply(ctx context.Context, seq int64, kind string, payload []byte)
 		}
 		// Only the provider learns that its list changed.
 		h.broadcast(a, seq, kind, payload, nil, p.Provider)
+	case kindRoutes:
+		// Only gateways load routes.
+		h.broadcast(a, seq, kind, payload, nil, a.componentID("gateway").String())
+	case kindPassportKeys:
+		h.broadcast(a, seq, kind, payload, nil, "")
 	case kindBundle, kindCA:
 		if err := a.reloadCAs(ctx); err != nil {
 			a.log.ErrorContext(ctx, "reloading CAs failed", "seq", seq, "error", err)

@@ -184,6 +184,21 @@ func readCSR(r *http.Request) ([]byte, error) {
 // POST /v1/svid: a workload exchanges its bootstrap token and a CSR for an
 // SVID.
 func (a *Authority) handleSVID(w http.ResponseWriter, r *http.Request) error {
+	if ct, ok, err := a.componentBootstrap(r); ok || err != nil {
+		if err != nil {
+			return err
+		}
+		csr, err := readCSR(r)
+		if err != nil {
+			return err
+		}
+		s, err := a.issueComponentSVID(r.Context(), ct.Component, csr, "bootstrap")
+		if err != nil {
+			return err
+		}
+		a.log.InfoContext(r.Context(), "component svid issued", "spiffe_id", s.ID.String(), "serial", s.Serial, "token_id", ct.ID)
+		return a.writeSVID(w, s)
+	}
 	bt, err := a.authBootstrap(r)
 	if err != nil {
 		return err
@@ -211,6 +226,9 @@ func (a *Authority) handleSVID(w http.ResponseWriter, r *http.Request) error {
 func (a *Authority) handleRenew(w http.ResponseWriter, r *http.Request) error {
 	p, err := a.requirePeer(r)
 	if err != nil {
+		return err
+	}
+	if done, err := a.renewComponent(w, r, p); done {
 		return err
 	}
 	name, ok := a.serviceOf(p.id)

@@ -18,6 +18,27 @@ var errEmptyTrustDomain = errors.New("catalog: empty trust domain")
 // ServiceID returns the SPIFFE ID of service name in td:
 // spiffe://<td>/svc/<name>.
 func ServiceID(td spiffeid.TrustDomain, name string) (spiffeid.ID, error) {
+	return serviceID(td, name)
+}
+
+// ComponentPrefix marks a consumer that is a ward component, not a
+// service: "ward/gateway" is spiffe://<td>/ward/gateway (the grant a
+// gateway route records).
+const ComponentPrefix = "ward/"
+
+// ConsumerID is the SPIFFE ID of a grant's consumer: a service name, or
+// ward/<component>.
+func ConsumerID(td spiffeid.TrustDomain, name string) (spiffeid.ID, error) {
+	if comp, ok := strings.CutPrefix(name, ComponentPrefix); ok {
+		if err := serviceName.check("", comp); err != nil {
+			return spiffeid.ID{}, fmt.Errorf("catalog: component %s: not a valid name", quote(comp))
+		}
+		return spiffeid.FromSegments(td, "ward", comp)
+	}
+	return serviceID(td, name)
+}
+
+func serviceID(td spiffeid.TrustDomain, name string) (spiffeid.ID, error) {
 	if td.IsZero() {
 		return spiffeid.ID{}, errEmptyTrustDomain
 	}
@@ -108,7 +129,7 @@ func Compile(td spiffeid.TrustDomain, provider string, st store.AccessListState,
 
 	consumers := make([]guard.Consumer, 0, len(merged))
 	for name, resources := range merged {
-		id, err := ServiceID(td, name)
+		id, err := ConsumerID(td, name)
 		if err != nil {
 			return guard.AccessList{}, fmt.Errorf("catalog: compile %s: consumer: %w", provider, err)
 		}

@@ -63,7 +63,9 @@ type Config struct {
 		// (default: the authority's own trust bundle). Env WARD_BUS_CA_FILE.
 		CAFile string `yaml:"ca_file"`
 	} `yaml:"bus"`
-	Log struct {
+	// Gateway configures ward gateway run (and the gateway of ward dev).
+	Gateway GatewayConfig `yaml:"gateway"`
+	Log     struct {
 		// Level is debug, info, warn or error (default info). Env WARD_LOG_LEVEL.
 		Level string `yaml:"level"`
 		// Format is json or text (default json). Env WARD_LOG_FORMAT.
@@ -96,6 +98,12 @@ func LoadConfig(path string, getenv func(string) string) (*Config, error) {
 		"WARD_BUS_CA_FILE":          &c.Bus.CAFile,
 		"WARD_LOG_LEVEL":            &c.Log.Level,
 		"WARD_LOG_FORMAT":           &c.Log.Format,
+		"WARD_GATEWAY_LISTEN":       &c.Gateway.Listen,
+		"WARD_GATEWAY_TLS_CERT":     &c.Gateway.TLSCert,
+		"WARD_GATEWAY_TLS_KEY":      &c.Gateway.TLSKey,
+		"WARD_GATEWAY_PASSPORT_TTL": &c.Gateway.PassportTTL,
+		"WARD_AUTHORITY":            &c.Gateway.AuthorityURL,
+		"WARD_CA_BUNDLE":            &c.Gateway.CABundle,
 	} {
 		if v := getenv(env); v != "" {
 			*dst = v
@@ -138,6 +146,7 @@ func (c *Config) defaults() {
 	if c.Authority.PublicURL == "" {
 		c.Authority.PublicURL = "https://" + c.Authority.Listen
 	}
+	c.Gateway.defaults(c)
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -12,12 +14,13 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/wardsec/ward/internal/authority"
 )
 
 func newDevCmd(g *globals) *cobra.Command {
-	var dataDir, listen, td string
+	var dataDir, listen, td, gatewayListen string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run the authority, an embedded NATS and SQLite in one process for development",
@@ -52,11 +55,18 @@ CLI command work. Restarting on the same directory keeps all state.`,
 			if td != "" {
 				cfg.TrustDomain = td
 			}
+			if cmd.Flags().Changed("gateway-listen") || os.Getenv("WARD_GATEWAY_LISTEN") == "" {
+				cfg.Gateway.Listen = gatewayListen
+			}
+			cfg.Gateway.AuthorityURL = cfg.Authority.PublicURL
+			cfg.Gateway.CABundle = bundlePath(cfg)
+			cfg.Gateway.StateDir = filepath.Join(cfg.DataDir, "gateway")
 			return runDev(cmd.Context(), g, cfg)
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data", "ward-data", "data directory (state survives restarts)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8443", "authority listen address")
+	cmd.Flags().StringVar(&gatewayListen, "gateway-listen", "127.0.0.1:9443", "edge gateway listen address")
 	cmd.Flags().StringVar(&td, "trust-domain", "", "trust domain for a new data directory (default ward.test)")
 	return cmd
 }
@@ -96,6 +106,11 @@ func runDev(ctx context.Context, g *globals, cfg *Config) error {
 		return err
 	}
 	defer p.close()
+	gwLn, err := net.Listen("tcp", cfg.Gateway.Listen)
+	if err != nil {
+		return fmt.Errorf("gateway listen %s: %w", cfg.Gateway.Listen, err)
+	}
+	defer gwLn.Close()
 	if err := writeFileAtomic(bundlePath(cfg), p.auth.BundlePEM(), 0o644); err != nil {
 		return err
 	}
@@ -109,13 +124,41 @@ func runDev(ctx context.Context, g *globals, cfg *Config) error {
 		"WARD_ADMIN_TOKEN":  adminToken,
 		"WARD_TRUST_DOMAIN": p.auth.TrustDomain().Name(),
 		"WARD_NATS_URL":     p.busURL,
+		"WARD_GATEWAY":      "https://" + gwLn.Addr().String(),
 	}
 	if err := writeEnvFile(envPath, vars); err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stderr, "ward dev: authority on %s, NATS on %s\nward dev: run `source %s` to use the CLI\n", cfg.Authority.PublicURL, p.busURL, envPath)
+	fmt.Fprintf(g.stderr, "ward dev: authority on %s, gateway on %s, NATS on %s\nward dev: run `source %s` to use the CLI\n",
+		cfg.Authority.PublicURL, vars["WARD_GATEWAY"], p.busURL, envPath)
 	logger.Info("dev environment ready", "env_file", envPath)
-	return p.run(ctx)
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return p.run(ctx) })
+	eg.Go(func() error { return p.runDevGateway(ctx, gwLn) })
+	return eg.Wait()
+}
+
+// runDevGateway runs the edge gateway of ward dev in-process, exactly as
+// ward gateway run does (its own SVID from a component bootstrap token,
+// routes and keys from the authority over HTTPS); only its external
+// certificate comes from the authority directly (DNS localhost, IP
+// 127.0.0.1, chaining to the trust bundle in WARD_CA_BUNDLE).
+func (p *controlPlane) runDevGateway(ctx context.Context, ln net.Listener) error {
+	token, err := p.auth.CreateComponentToken(ctx, "gateway", time.Hour)
+	if err != nil {
+		return fmt.Errorf("gateway bootstrap token: %w", err)
+	}
+	edge := &componentCert{a: p.auth, name: "gateway", serving: p.auth.ServerTLSConfig()}
+	gr := gatewayRun{
+		cfg:          p.cfg,
+		authorityURL: p.cfg.Authority.PublicURL,
+		token:        token,
+		bundleFile:   bundlePath(p.cfg),
+		stateDir:     p.cfg.Gateway.StateDir,
+		certificate:  func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return edge.get() },
+		log:          p.log,
+	}
+	return gr.run(ctx, ln)
 }
 
 // syncBundleFile keeps <data>/bundle.pem equal to the authority's current

@@ -106,6 +106,8 @@ func newRoot(g *globals) *cobra.Command {
 		newClientCmd(g),
 		newAPIKeyCmd(g),
 		newKeysCmd(g),
+		newGatewayCmd(g),
+		newRouteCmd(g),
 		newWhoamiCmd(g),
 		newCallCmd(g),
 	)

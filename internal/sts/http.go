@@ -369,7 +369,11 @@ func (s *Service) introspect(r *http.Request, form url.Values, p Peer, hasPeer b
 			}
 			return nil, err
 		}
-		out := map[string]any{"active": true, "token_type": "api_key", "sub": k.Subject, "scope": strings.Join(k.Scopes, " "), "iat": k.CreatedAt.Unix()}
+		out := map[string]any{"active": true, "token_type": "api_key", "sub": k.Subject, "scope": strings.Join(k.Scopes, " "), "iat": k.CreatedAt.Unix(),
+			"key_id": k.ID, "client_id": k.ID}
+		if roles := strings.FieldsFunc(k.Metadata["roles"], func(r rune) bool { return r == ',' || r == ' ' }); len(roles) > 0 {
+			out["roles"] = roles
+		}
 		if k.Tenant != "" {
 			out["tenant"] = k.Tenant
 		}
