@@ -415,6 +415,12 @@ func (s *Source) rotateLoop(ctx context.Context) {
 	}
 }
 
+// RenewSoon asks the Source to renew its SVID now, in the background (Run
+// must be running), for example when the authority announced that the
+// intermediate that issued it is being replaced. Failures are retried
+// with backoff like scheduled renewals.
+func (s *Source) RenewSoon() { s.triggerRenew() }
+
 // triggerRenew asks rotateLoop for an immediate renewal.
 func (s *Source) triggerRenew() {
 	select {

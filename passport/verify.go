@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"net/http"
@@ -60,14 +60,20 @@ type Verifier struct {
 	log   *slog.Logger
 	unsub func()
 
+	seed maphash.Seed
+
 	mu      sync.RWMutex
 	keys    map[string]ed25519.PublicKey
-	cache   map[[32]byte]cached
+	cache   map[uint64]cached
+	headers map[string]string // accepted encoded headers → kid
 	fetched time.Time
 	fetchMu sync.Mutex // one fetch in flight
 }
 
+// cached is a verified passport, under a keyed 64-bit hash of its bytes;
+// the bytes are compared in full on a hit.
 type cached struct {
+	raw string
 	c   *Claims
 	kid string
 	exp int64
@@ -105,7 +111,8 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.KeyRefreshInterval == 0 {
 		cfg.KeyRefreshInterval = time.Second
 	}
-	v := &Verifier{cfg: cfg, now: cfg.Now, log: cfg.Logger, keys: map[string]ed25519.PublicKey{}, cache: map[[32]byte]cached{}}
+	v := &Verifier{cfg: cfg, now: cfg.Now, log: cfg.Logger, keys: map[string]ed25519.PublicKey{}, cache: map[uint64]cached{},
+		headers: map[string]string{}, seed: maphash.MakeSeed()}
 	if v.now == nil {
 		v.now = time.Now
 	}
@@ -187,6 +194,7 @@ func (v *Verifier) SetKeys(jwks []byte) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.keys = keys
+	clear(v.headers)
 	for h, e := range v.cache {
 		if _, ok := keys[e.kid]; !ok {
 			delete(v.cache, h)
@@ -204,12 +212,14 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	if len(raw) > MaxSize {
 		return nil, fmt.Errorf("%w: larger than %d bytes", ErrInvalid, MaxSize)
 	}
-	sum := sha256.Sum256([]byte(raw))
+	sum := maphash.String(v.seed, raw)
 	now := v.now()
 	v.mu.RLock()
 	e, hit := v.cache[sum]
 	v.mu.RUnlock()
-	if hit {
+	// The seed is secret and random: nobody can aim at another passport's
+	// hash, so the full comparison is no timing oracle.
+	if hit && e.raw == raw {
 		if now.Unix() < e.exp+int64(v.cfg.Leeway/time.Second) {
 			return e.c, nil
 		}
@@ -231,7 +241,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 				}
 			}
 		}
-		v.cache[sum] = cached{c: c, kid: kid, exp: c.Expiry}
+		v.cache[sum] = cached{raw: raw, c: c, kid: kid, exp: c.Expiry}
 	}
 	v.mu.Unlock()
 	return c, nil
@@ -250,27 +260,40 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Clai
 	if !ok || !ok2 || strings.Contains(s64, ".") {
 		return nil, "", fmt.Errorf("%w: not a compact JWS", ErrInvalid)
 	}
-	hb, err := base64.RawURLEncoding.DecodeString(h64)
-	if err != nil {
-		return nil, "", fmt.Errorf("%w: header is not base64url", ErrInvalid)
-	}
-	var h header
-	if err := json.Unmarshal(hb, &h); err != nil {
-		return nil, "", fmt.Errorf("%w: header is not JSON", ErrInvalid)
-	}
-	if h.Alg != "EdDSA" || h.Typ != JWSType || h.Kid == "" || h.Crit != nil {
-		return nil, "", fmt.Errorf("%w: header must be alg EdDSA, typ %s, with a kid", ErrInvalid, JWSType)
+	v.mu.RLock()
+	kid, known := v.headers[h64]
+	v.mu.RUnlock()
+	if !known {
+		hb, err := base64.RawURLEncoding.DecodeString(h64)
+		if err != nil {
+			return nil, "", fmt.Errorf("%w: header is not base64url", ErrInvalid)
+		}
+		var h header
+		if err := json.Unmarshal(hb, &h); err != nil {
+			return nil, "", fmt.Errorf("%w: header is not JSON", ErrInvalid)
+		}
+		if h.Alg != "EdDSA" || h.Typ != JWSType || h.Kid == "" || h.Crit != nil {
+			return nil, "", fmt.Errorf("%w: header must be alg EdDSA, typ %s, with a kid", ErrInvalid, JWSType)
+		}
+		kid = h.Kid
 	}
 	sig, err := base64.RawURLEncoding.DecodeString(s64)
 	if err != nil || len(sig) != ed25519.SignatureSize {
 		return nil, "", fmt.Errorf("%w: bad signature encoding", ErrInvalid)
 	}
-	key, err := v.key(ctx, h.Kid)
+	key, err := v.key(ctx, kid)
 	if err != nil {
 		return nil, "", err
 	}
 	if !ed25519.Verify(key, []byte(raw[:len(h64)+1+len(p64)]), sig) {
 		return nil, "", fmt.Errorf("%w: bad signature", ErrInvalid)
+	}
+	if !known { // a header that verified: skip its decoding next time
+		v.mu.Lock()
+		if _, ok := v.keys[kid]; ok && len(v.headers) < maxKeys {
+			v.headers[h64] = kid
+		}
+		v.mu.Unlock()
 	}
 	pb, err := base64.RawURLEncoding.DecodeString(p64)
 	if err != nil || len(pb) > maxClaims {
@@ -293,7 +316,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Clai
 	case c.IssuedAt > n+leeway:
 		return nil, "", fmt.Errorf("%w: issued in the future", ErrInvalid)
 	}
-	return &c, h.Kid, nil
+	return &c, kid, nil
 }
 
 // key returns the key of kid, fetching the key set once (coalesced, at

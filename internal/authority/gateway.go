@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ed25519"
@@ -194,6 +195,9 @@ func (a *Authority) issueComponentSVID(ctx context.Context, component string, cs
 		return IssuedSVID{}, err
 	}
 	id := a.componentID(component)
+	if len(csr.URIs) > 1 || (len(csr.URIs) == 1 && csr.URIs[0].String() != id.String()) {
+		return IssuedSVID{}, fmt.Errorf("%w: the CSR asks for another identity than %s", ca.ErrCSRIdentity, id)
+	}
 	leaf, iss, err := a.issueOwn(ctx, id, csr.PublicKey, componentSVIDTTL, nil, nil, nil, kind)
 	if err != nil {
 		return IssuedSVID{}, err
@@ -215,6 +219,14 @@ func (a *Authority) renewComponent(w http.ResponseWriter, r *http.Request, p pee
 	s, err := a.issueComponentSVID(r.Context(), comp, csr, "renew")
 	if err != nil {
 		return true, err
+	}
+	// Moved to another intermediate (a CA rotation): the old certificate
+	// is revoked as superseded, so nothing live is left chaining to the
+	// retiring hierarchy. Ordinary renewals leave it to expire.
+	if !bytes.Equal(p.leaf.AuthorityKeyId, s.Certificates[0].AuthorityKeyId) {
+		if err := a.RevokeSuperseded(r.Context(), p.leaf); err != nil {
+			return true, err
+		}
 	}
 	a.log.InfoContext(r.Context(), "component svid renewed", "spiffe_id", p.id.String(), "serial", s.Serial, "previous", serialOf(p.leaf))
 	return true, a.writeSVID(w, s)

@@ -200,8 +200,9 @@ func TestRenew(t *testing.T) {
 	resp, body = e.do(c, "POST", "/v1/svid/renew", "", map[string]string{"csr": "junk"})
 	wantProblem(t, resp, body, 400, slugBadCSR)
 
-	// A ward component certificate cannot renew as a service.
-	comp, err := e.a.ComponentCertificate("gateway", nil, nil)
+	// A ward component certificate that takes no bootstrap token (only
+	// the gateway does) cannot renew.
+	comp, err := e.a.ComponentCertificate("nats", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

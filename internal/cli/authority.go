@@ -124,6 +124,7 @@ type controlPlane struct {
 	// components are the in-process SVIDs of ward's own parts (bus client,
 	// embedded NATS server), refreshed in the background.
 	components []*componentCert
+	edge       *componentCert // ward dev: the gateway's external certificate
 }
 
 // startControlPlane opens the store and KMS, loads the authority, connects

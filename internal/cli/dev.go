@@ -132,6 +132,10 @@ func runDev(ctx context.Context, g *globals, cfg *Config) error {
 	fmt.Fprintf(g.stderr, "ward dev: authority on %s, gateway on %s, NATS on %s\nward dev: run `source %s` to use the CLI\n",
 		cfg.Authority.PublicURL, vars["WARD_GATEWAY"], p.busURL, envPath)
 	logger.Info("dev environment ready", "env_file", envPath)
+	// The gateway's external certificate, refreshed with the other
+	// in-process component certificates (it follows CA rotations).
+	p.edge = &componentCert{a: p.auth, name: "edge", serving: p.auth.ServerTLSConfig()}
+	p.components = append(p.components, p.edge)
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return p.run(ctx) })
 	eg.Go(func() error { return p.runDevGateway(ctx, gwLn) })
@@ -148,7 +152,7 @@ func (p *controlPlane) runDevGateway(ctx context.Context, ln net.Listener) error
 	if err != nil {
 		return fmt.Errorf("gateway bootstrap token: %w", err)
 	}
-	edge := &componentCert{a: p.auth, name: "gateway", serving: p.auth.ServerTLSConfig()}
+	edge := p.edge
 	gr := gatewayRun{
 		cfg:          p.cfg,
 		authorityURL: p.cfg.Authority.PublicURL,

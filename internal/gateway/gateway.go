@@ -24,9 +24,11 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -248,6 +250,8 @@ func (g *Gateway) onEvent(kind string, payload []byte) {
 		case g.refresh <- struct{}{}:
 		default:
 		}
+	case "bundle":
+		g.followIssuer(payload)
 	case "credential-revocation":
 		var p struct {
 			Kind string `json:"kind"`
@@ -255,6 +259,56 @@ func (g *Gateway) onEvent(kind string, payload []byte) {
 		}
 		if jsonUnmarshalBounded(payload, &p) == nil {
 			g.cache.revoke(p.Kind, p.ID)
+		}
+	}
+}
+
+// followIssuer renews the gateway's SVID at once when the authority's
+// signing certificate (in a bundle event) comes from another intermediate
+// than the SVID: a CA rotation activated a new one, and the old hierarchy
+// can retire only when nothing live chains to it.
+func (g *Gateway) followIssuer(payload []byte) {
+	var p struct {
+		SigningCertPEM string `json:"signing_cert_pem"`
+	}
+	if jsonUnmarshalBounded(payload, &p) != nil || p.SigningCertPEM == "" {
+		return
+	}
+	block, _ := pem.Decode([]byte(p.SigningCertPEM))
+	if block == nil {
+		return
+	}
+	signing, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return
+	}
+	if own := g.src.SVID().Certificates[0]; !bytes.Equal(own.AuthorityKeyId, signing.AuthorityKeyId) {
+		g.log.Info("the authority moved to another intermediate; renewing the gateway SVID")
+		g.src.RenewSoon()
+	}
+}
+
+// followSVID closes idle connections when the gateway's SVID changed, so
+// that upstreams see the new certificate (an old one may be revoked as
+// superseded after a CA rotation).
+func (g *Gateway) followSVID(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	last := g.src.SVID().Certificates[0].SerialNumber.String()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if cur := g.src.SVID().Certificates[0].SerialNumber.String(); cur != last {
+			last = cur
+			g.transMu.Lock()
+			for _, t := range g.transports {
+				t.CloseIdleConnections()
+			}
+			g.transMu.Unlock()
+			g.hc.CloseIdleConnections()
 		}
 	}
 }
@@ -282,6 +336,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	}
 	go g.keys.run(ctx)
 	go g.followRoutes(ctx)
+	go g.followSVID(ctx)
 	return nil
 }
 
@@ -436,5 +491,3 @@ func isLoopback(r *http.Request) bool {
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.IsLoopback()
 }
-
-

@@ -224,6 +224,10 @@ func (e *env) serveUpstream() string {
 		e.t.Fatal(err)
 	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/orders/bench" { // the same small answer on every path of the benchmarks
+			_, _ = w.Write([]byte(`{"ok":true}`))
+			return
+		}
 		ans := echo{Path: r.URL.Path, Headers: r.Header}
 		if id, ok := identity.PeerIDFromContext(r.Context()); ok {
 			ans.Caller = id.String()

@@ -7,10 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"slices"
 	"strings"
 	"time"
 
@@ -274,8 +274,7 @@ func (g *Gateway) newProxy(rt *route) http.Handler {
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			g.upstreamError(w, r, rt, err)
 		},
-		ErrorLog:      nil,
-		FlushInterval: -1,
+		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 	}
 }
 
@@ -427,5 +426,3 @@ func jsonUnmarshalBounded(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	return dec.Decode(v)
 }
-
-var _ = slices.Contains[[]string]
