@@ -140,7 +140,7 @@ func (v *Verifier) fetchIssuerKeys(ctx context.Context, is Issuer) (map[string]j
 			Issuer  string `json:"issuer"`
 			JWKSURI string `json:"jwks_uri"`
 		}
-		if err := v.getJSON(ctx, strings.TrimRight(is.URL, "/")+"/.well-known/openid-configuration", &doc); err != nil {
+		if err := v.getJSON(ctx, v.externalClient(), strings.TrimRight(is.URL, "/")+"/.well-known/openid-configuration", &doc); err != nil {
 			return nil, err
 		}
 		if strings.TrimRight(doc.Issuer, "/") != strings.TrimRight(is.URL, "/") {
@@ -152,7 +152,7 @@ func (v *Verifier) fetchIssuerKeys(ctx context.Context, is Issuer) (map[string]j
 		return nil, fmt.Errorf("%w: JWKS URL %q must be https", ErrUnavailable, clip(jwksURL))
 	}
 	var set jose.JSONWebKeySet
-	if err := v.getJSON(ctx, jwksURL, &set); err != nil {
+	if err := v.getJSON(ctx, v.externalClient(), jwksURL, &set); err != nil {
 		return nil, err
 	}
 	keys := map[string]jose.JSONWebKey{}
@@ -164,12 +164,12 @@ func (v *Verifier) fetchIssuerKeys(ctx context.Context, is Issuer) (map[string]j
 	return keys, nil
 }
 
-func (v *Verifier) getJSON(ctx context.Context, u string, out any) error {
+func (v *Verifier) getJSON(ctx context.Context, hc *http.Client, u string, out any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return fmt.Errorf("credential: %w", err)
 	}
-	resp, err := v.cfg.HTTPClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
@@ -182,4 +182,13 @@ func (v *Verifier) getJSON(ctx context.Context, u string, out any) error {
 		return fmt.Errorf("%w: %s: %v", ErrUnavailable, clip(u), err)
 	}
 	return nil
+}
+
+// externalClient reaches external issuers: Config.ExternalHTTPClient,
+// else HTTPClient.
+func (v *Verifier) externalClient() *http.Client {
+	if v.cfg.ExternalHTTPClient != nil {
+		return v.cfg.ExternalHTTPClient
+	}
+	return v.cfg.HTTPClient
 }

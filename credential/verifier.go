@@ -65,6 +65,9 @@ type Config struct {
 	Leeway time.Duration
 	// ExternalIssuers are trusted OpenID Connect issuers (VerifyExternal).
 	ExternalIssuers []Issuer
+	// ExternalHTTPClient fetches external issuers' discovery documents
+	// and keys (usually trusting the system roots); nil means HTTPClient.
+	ExternalHTTPClient *http.Client
 	Logger          *slog.Logger
 	Now             func() time.Time
 }
@@ -258,7 +261,7 @@ func (v *Verifier) fetchKeys(ctx context.Context) error {
 	v.keysFetched = v.now()
 	v.mu.Unlock()
 	var set jose.JSONWebKeySet
-	if err := v.getJSON(ctx, v.cfg.Issuer+"/.well-known/jwks.json", &set); err != nil {
+	if err := v.getJSON(ctx, v.cfg.HTTPClient, v.cfg.Issuer+"/.well-known/jwks.json", &set); err != nil {
 		return err
 	}
 	keys := map[string]jose.JSONWebKey{}

@@ -72,6 +72,9 @@ type Config struct {
 	PartnerCAs *x509.CertPool
 	// ExternalIssuers are trusted OpenID Connect issuers (kind "oidc").
 	ExternalIssuers []credential.Issuer
+	// ExternalHTTPClient fetches the external issuers' keys; nil means
+	// a client trusting the system roots.
+	ExternalHTTPClient *http.Client
 	// Verifier overrides the credential verifier built from Source
 	// (tests).
 	Verifier Verifier
@@ -219,7 +222,11 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.verifier = cfg.Verifier
 	if g.verifier == nil {
-		v, err := credential.New(credential.Config{Issuer: g.issuer, HTTPClient: g.hc, Events: g.src,
+		ext := cfg.ExternalHTTPClient
+		if ext == nil {
+			ext = &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		}
+		v, err := credential.New(credential.Config{Issuer: g.issuer, HTTPClient: g.hc, ExternalHTTPClient: ext, Events: g.src,
 			ExternalIssuers: cfg.ExternalIssuers, Logger: g.log, Now: g.now})
 		if err != nil {
 			return nil, fmt.Errorf("gateway: %w", err)
