@@ -68,8 +68,8 @@ type Config struct {
 	// ExternalHTTPClient fetches external issuers' discovery documents
 	// and keys (usually trusting the system roots); nil means HTTPClient.
 	ExternalHTTPClient *http.Client
-	Logger          *slog.Logger
-	Now             func() time.Time
+	Logger             *slog.Logger
+	Now                func() time.Time
 }
 
 // Claims are the verified claims of an access token.
