@@ -197,3 +197,21 @@ func TestServiceID(t *testing.T) {
 		}
 	}
 }
+
+func TestConsumerID(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("ward.test")
+	for name, want := range map[string]string{
+		"web":          "spiffe://ward.test/svc/web",
+		"ward/gateway": "spiffe://ward.test/ward/gateway",
+	} {
+		id, err := ConsumerID(td, name)
+		if err != nil || id.String() != want {
+			t.Errorf("ConsumerID(%q) = %v, %v; want %s", name, id, err, want)
+		}
+	}
+	for _, bad := range []string{"ward/", "ward/Bad", "ward/a/b", "x/y", ""} {
+		if id, err := ConsumerID(td, bad); err == nil {
+			t.Errorf("ConsumerID(%q) = %v", bad, id)
+		}
+	}
+}

@@ -32,7 +32,8 @@ const (
 	// declaration no longer provides; they are not in its access list.
 	RuleStaleGrant = "stale-grant"
 	// RuleUnusedGrant (low): granted actions the consumer's current
-	// declaration no longer consumes.
+	// declaration no longer consumes (not for ward/<component> consumers,
+	// whose grants gateway routes record and withdraw).
 	RuleUnusedGrant = "unused-grant"
 )
 
@@ -208,7 +209,9 @@ func Posture(in PostureInput) Report {
 			add(RuleStaleGrant, SeverityLow, g.Provider, g,
 				"%s no longer provides %s on %s; left out of its access list", g.Provider, strings.Join(stale, ", "), g.Resource)
 		}
-		if unused := missing(g.Actions, consumedActions(manifests[g.Consumer], g.Provider, g.Resource)); len(unused) > 0 {
+		// A component's grants (the gateway's) follow its routes, not a
+		// declaration.
+		if unused := missing(g.Actions, consumedActions(manifests[g.Consumer], g.Provider, g.Resource)); len(unused) > 0 && !strings.HasPrefix(g.Consumer, ComponentPrefix) {
 			add(RuleUnusedGrant, SeverityLow, g.Consumer, g,
 				"%s no longer consumes %s on %s of %s", g.Consumer, strings.Join(unused, ", "), g.Resource, g.Provider)
 		}

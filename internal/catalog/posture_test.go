@@ -55,6 +55,12 @@ func TestPostureRules(t *testing.T) {
 			grants:   []store.AccessRequest{withRole(grant("req-1", "cons", "prov", "data", "read"), "team:b", "")},
 		},
 		{
+			name:     "the gateway's route grant needs no declaration",
+			services: []store.Service{service("prov", "b", "L3")},
+			decls:    []string{provider(false)},
+			grants:   []store.AccessRequest{withRole(grant("req-1", "ward/gateway", "prov", "data", "read"), "admin", "route prov")},
+		},
+		{
 			name:     "L3 approved by security with justification",
 			services: []store.Service{service("cons", "a", "L1"), service("prov", "b", "L3")},
 			decls:    []string{consumerOf("cons"), provider(false)},
