@@ -132,6 +132,10 @@ func TestCLIUsageErrors(t *testing.T) {
 		{"declare without file", []string{"catalog", "declare", "--svid-dir", "x"}, 2, "--file"},
 		{"declare without svid", []string{"--authority", "https://127.0.0.1:1", "catalog", "declare", "--file", "x"}, 2, "--svid-dir"},
 		{"accesslist without svid", []string{"--authority", "https://127.0.0.1:1", "accesslist", "show"}, 2, "--svid-dir"},
+		{"route without upstream", []string{"route", "set", "r", "--prefix", "/x", "--service", "s"}, 2, "--upstream"},
+		{"route bad rate", []string{"--authority", "https://127.0.0.1:1", "route", "set", "r", "--prefix", "/x", "--service", "s", "--upstream", "https://h:1", "--rate", "fast"}, 2, "--rate"},
+		{"route bad expose", []string{"--authority", "https://127.0.0.1:1", "route", "set", "r", "--prefix", "/x", "--service", "s", "--upstream", "https://h:1", "--expose", "orders"}, 2, "--expose"},
+		{"gateway without certificate", []string{"gateway", "run"}, 2, "tls_cert"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb strings.Builder
