@@ -33,6 +33,16 @@
 // An allowed request reaches the next handler with its Decision in the
 // context (DecisionFromContext).
 //
+// # Passports
+//
+// With Config.Passports (a *passport.Verifier), an allowed request's
+// Ward-Passport header is verified too: a present but invalid, expired or
+// duplicated passport is 401 "invalid-passport"; a missing one is 401
+// "passport-required" when Config.RequirePassport is set and allowed
+// otherwise. The verified claims reach the handler through
+// passport.FromContext, and passport.Client forwards them downstream.
+// The caller is still the mTLS peer; the passport says on whose behalf.
+//
 // Routes use net/http ServeMux patterns and ServeMux precedence, so the
 // table reads like the service's own mux. A request the mux would
 // redirect (a path that is not clean, or a subtree pattern requested
