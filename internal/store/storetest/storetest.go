@@ -56,6 +56,9 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"APIKeys", testAPIKeys},
 		{"RevokedTokens", testRevokedTokens},
 		{"SigningKeys", testSigningKeys},
+		{"ComponentTokens", testComponentTokens},
+		{"GatewayRoutes", testGatewayRoutes},
+		{"PassportKeys", testPassportKeys},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
