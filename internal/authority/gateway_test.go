@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
-
-	"github.com/wardsec/ward/guard"
 )
 
 // gatewayEnv is a catalogue with a provider "orders" that declares what
@@ -320,7 +318,6 @@ func TestRoutes(t *testing.T) {
 		}
 		break
 	}
-	_ = guard.JWSType
 }
 
 func FuzzRouteValidation(f *testing.F) {

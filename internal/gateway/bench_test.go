@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"crypto/tls"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -139,7 +138,7 @@ func (e *env) accessToken() string {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 || jsonUnmarshalBounded(body, &out) != nil || out.Token == "" {
-		e.t.Fatal(fmt.Sprintf("token: %d %s", resp.StatusCode, body))
+		e.t.Fatalf("token: %d %s", resp.StatusCode, body)
 	}
 	return out.Token
 }

@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -335,5 +334,3 @@ func problemType(t testing.TB, resp *http.Response, body []byte) string {
 	_ = json.Unmarshal(body, &p)
 	return strings.TrimPrefix(p.Type, "https://ward.dev/problems/")
 }
-
-var _ = fmt.Sprintf
