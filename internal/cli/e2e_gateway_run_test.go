@@ -44,37 +44,7 @@ func TestGatewayRunStandalone(t *testing.T) {
 		t.Fatalf("gateway token: %+v", tok)
 	}
 
-	// The external certificate: the operator's own, not ward's.
-	dir := t.TempDir()
-	certFile, keyFile, pool := selfSigned(t, dir)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cfgFile := filepath.Join(dir, "gateway.yaml")
-	cfg := "data_dir: " + filepath.Join(dir, "data") + "\nlog: {format: text, level: warn}\ngateway:\n  listen: " + addr +
-		"\n  authority_url: " + d.vars["WARD_AUTHORITY"] + "\n  ca_bundle: " + d.vars["WARD_CA_BUNDLE"] +
-		"\n  tls_cert: " + certFile + "\n  tls_key: " + keyFile + "\n  passport_ttl: 20s\n"
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("WARD_GATEWAY_TOKEN", tok.Token)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"--config", cfgFile, "gateway", "run"}, strings.NewReader(""), io.Discard, io.Discard)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			t.Error("ward gateway run did not stop")
-		}
-	})
-
+	addr, pool, stateDir := startGatewayRun(t, d, tok.Token)
 	d.mustWard("route", "set", "who", "--prefix", "/", "--service", "whoami", "--upstream", "https://"+w.addr)
 	var key struct {
 		Key string `json:"api_key"`
@@ -85,11 +55,6 @@ func TestGatewayRunStandalone(t *testing.T) {
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	var ans gatewayAnswer
 	waitFor(t, 15*time.Second, "the standalone gateway forwards", func() bool {
-		select {
-		case code := <-done:
-			t.Fatalf("ward gateway run exited with %d", code)
-		default:
-		}
 		req, _ := http.NewRequest("GET", "https://"+addr+"/x", nil)
 		req.Header.Set("X-Api-Key", key.Key)
 		resp, err := hc.Do(req)
@@ -107,9 +72,61 @@ func TestGatewayRunStandalone(t *testing.T) {
 		t.Fatalf("passport_ttl not applied: exp %d", ans.Passport.Exp)
 	}
 	// The SVID is kept for restarts.
-	if _, err := os.Stat(filepath.Join(dir, "data", "gateway", "svid.pem")); err != nil {
+	if _, err := os.Stat(filepath.Join(stateDir, "svid.pem")); err != nil {
 		t.Fatalf("gateway SVID not kept: %v", err)
 	}
+}
+
+// startGatewayRun runs `ward gateway run` in-process against d's
+// authority with the bootstrap token, its own self-signed certificate and
+// a config file; it returns the listen address, a pool trusting the
+// certificate and the state directory.
+func startGatewayRun(t *testing.T, d *devEnv, token string) (addr string, pool *x509.CertPool, stateDir string) {
+	t.Helper()
+	dir := t.TempDir()
+	certFile, keyFile, pool := selfSigned(t, dir)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = ln.Addr().String()
+	ln.Close()
+	cfgFile := filepath.Join(dir, "gateway.yaml")
+	cfg := "data_dir: " + filepath.Join(dir, "data") + "\nlog: {format: text, level: warn}\ngateway:\n  listen: " + addr +
+		"\n  authority_url: " + d.vars["WARD_AUTHORITY"] + "\n  ca_bundle: " + d.vars["WARD_CA_BUNDLE"] +
+		"\n  tls_cert: " + certFile + "\n  tls_key: " + keyFile + "\n  passport_ttl: 20s\n"
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("WARD_GATEWAY_TOKEN", token)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"--config", cfgFile, "gateway", "run"}, strings.NewReader(""), io.Discard, io.Discard)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Error("ward gateway run did not stop")
+		}
+	})
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	waitFor(t, 15*time.Second, "ward gateway run is ready", func() bool {
+		select {
+		case code := <-done:
+			t.Fatalf("ward gateway run exited with %d", code)
+		default:
+		}
+		resp, err := hc.Get("https://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return addr, pool, filepath.Join(dir, "data", "gateway")
 }
 
 // selfSigned writes a certificate for 127.0.0.1 and its key.
@@ -135,4 +152,55 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.
 	pool = x509.NewCertPool()
 	pool.AddCert(c)
 	return certFile, keyFile, pool
+}
+
+// TestGatewayAcrossReplicas: a gateway attached to replica A follows
+// routes set and API keys revoked on replica B (PostgreSQL + NATS).
+func TestGatewayAcrossReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	a, b := startReplicas(t, "")
+	b.mustWard("team", "create", "id")
+	whoDir := b.newService("id", "whoami", "L1")
+	w := startWhoami(t, a, whoDir, "")
+	var tok struct {
+		Token string `json:"token"`
+	}
+	if err := json.Unmarshal([]byte(b.mustWard("gateway", "token", "-o", "json")), &tok); err != nil {
+		t.Fatal(err)
+	}
+	addr, pool, _ := startGatewayRun(t, a, tok.Token)
+	var key struct {
+		ID  string `json:"id"`
+		Key string `json:"api_key"`
+	}
+	if err := json.Unmarshal([]byte(b.mustWard("apikey", "create", "--subject", "erin", "-o", "json")), &key); err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	status := func() int {
+		req, _ := http.NewRequest("GET", "https://"+addr+"/who/x", nil)
+		req.Header.Set("Authorization", "Bearer "+key.Key)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := status(); got != http.StatusNotFound {
+		t.Fatalf("before the route: %d", got)
+	}
+	waitFor(t, 10*time.Second, "whoami has declared", func() bool {
+		_, err := b.ward("route", "set", "who", "--prefix", "/who", "--service", "whoami", "--upstream", "https://"+w.addr)
+		return err == nil
+	})
+	set := time.Now()
+	waitFor(t, 2*time.Second, "the route set on replica B works through the gateway on replica A", func() bool { return status() == http.StatusOK })
+	t.Logf("route crossed replicas in %v", time.Since(set).Round(time.Millisecond))
+	b.mustWard("apikey", "revoke", key.ID)
+	revoked := time.Now()
+	waitFor(t, time.Second, "the key revoked on replica B is refused", func() bool { return status() == http.StatusUnauthorized })
+	t.Logf("revocation crossed replicas in %v", time.Since(revoked).Round(time.Millisecond))
 }
