@@ -1,0 +1,380 @@
+package collector
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
+
+	"github.com/wardsec/ward/audit"
+)
+
+// Store is the collector's own database (SQLite): events with their
+// per-source hash chain, and signed checkpoints.
+type Store struct {
+	db *sql.DB
+}
+
+const schema = `
+CREATE TABLE IF NOT EXISTS events (
+	id       INTEGER PRIMARY KEY,          -- store order: the Merkle tree's leaf index + 1
+	source   TEXT NOT NULL,                -- the publishing agent's host
+	seq      INTEGER NOT NULL,             -- position in the source's chain, from 1
+	msg_id   TEXT NOT NULL UNIQUE,         -- the agent's de-duplication ID
+	time     INTEGER NOT NULL,             -- the event's time, µs since the epoch
+	kind     TEXT NOT NULL,
+	cid      TEXT NOT NULL,
+	caller   TEXT NOT NULL,
+	usr      TEXT NOT NULL,
+	decision TEXT NOT NULL,
+	data     BLOB NOT NULL,                -- the event as received (redacted JSON)
+	prev     BLOB NOT NULL,                -- hash of the source's previous event (32 zero bytes first)
+	hash     BLOB NOT NULL,                -- SHA-256(prev || source || seq || msg_id || data)
+	UNIQUE (source, seq)
+);
+CREATE INDEX IF NOT EXISTS events_cid ON events (cid, time);
+CREATE INDEX IF NOT EXISTS events_caller ON events (caller, time);
+CREATE INDEX IF NOT EXISTS events_usr ON events (usr, time);
+CREATE INDEX IF NOT EXISTS events_kind ON events (kind, time);
+CREATE INDEX IF NOT EXISTS events_time ON events (time);
+CREATE TABLE IF NOT EXISTS checkpoints (
+	id         INTEGER PRIMARY KEY,
+	size       INTEGER NOT NULL,
+	note       TEXT NOT NULL,
+	created_at INTEGER NOT NULL
+);
+`
+
+// OpenStore opens (creating) the SQLite database at path.
+func OpenStore(ctx context.Context, path string) (*Store, error) {
+	q := url.Values{}
+	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "synchronous(NORMAL)", "foreign_keys(ON)"} {
+		q.Add("_pragma", p)
+	}
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("collector: open %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1) // one writer; reads are small
+	if _, err := db.ExecContext(ctx, schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("collector: schema: %w", err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Incoming is one message from the broker.
+type Incoming struct {
+	Source string // the agent's host (from the subject)
+	MsgID  string
+	Data   []byte
+}
+
+// chainHash is the hash of one stored event.
+func chainHash(prev []byte, source string, seq int64, msgID string, data []byte) []byte {
+	h := sha256.New()
+	h.Write(prev)
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(seq))
+	for _, part := range [][]byte{[]byte(source), n[:], []byte(msgID), data} {
+		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
+		h.Write(n[:])
+		h.Write(part)
+	}
+	return h.Sum(nil)
+}
+
+// Insert stores a batch in one transaction, skipping messages whose ID is
+// already stored (redeliveries, retried publishes), chaining each to its
+// source's previous event. It returns the stored hashes, in store order,
+// and how many were duplicates.
+func (s *Store) Insert(ctx context.Context, batch []Incoming) (hashes [][]byte, dups int, err error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer tx.Rollback()
+	heads := map[string]struct {
+		seq  int64
+		hash []byte
+	}{}
+	for _, m := range batch {
+		var exists int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM events WHERE msg_id = ?`, m.MsgID).Scan(&exists); err != nil {
+			return nil, 0, err
+		}
+		if exists > 0 {
+			dups++
+			continue
+		}
+		head, ok := heads[m.Source]
+		if !ok {
+			err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM events WHERE source = ? ORDER BY seq DESC LIMIT 1`, m.Source).Scan(&head.seq, &head.hash)
+			if errors.Is(err, sql.ErrNoRows) {
+				head.hash = make([]byte, 32)
+			} else if err != nil {
+				return nil, 0, err
+			}
+		}
+		e, perr := audit.ParseLine(m.Data)
+		if perr != nil { // stored anyway (never lose a line), indexed as raw
+			e = audit.Event{Kind: audit.KindRaw, Time: time.Now()}
+		}
+		seq := head.seq + 1
+		h := chainHash(head.hash, m.Source, seq, m.MsgID, m.Data)
+		if _, err := tx.ExecContext(ctx, `INSERT INTO events (source, seq, msg_id, time, kind, cid, caller, usr, decision, data, prev, hash)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, m.Source, seq, m.MsgID, e.Time.UnixMicro(), e.Kind, e.CorrelationID, e.Caller, e.User,
+			e.Decision, m.Data, head.hash, h); err != nil {
+			return nil, 0, err
+		}
+		heads[m.Source] = struct {
+			seq  int64
+			hash []byte
+		}{seq, h}
+		hashes = append(hashes, h)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, 0, err
+	}
+	return hashes, dups, nil
+}
+
+// allHashes streams every event hash in store order.
+func (s *Store) allHashes(ctx context.Context, fn func(id int64, h []byte) error) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, hash FROM events ORDER BY id`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var h []byte
+		if err := rows.Scan(&id, &h); err != nil {
+			return err
+		}
+		if err := fn(id, h); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// AddCheckpoint stores a signed checkpoint note.
+func (s *Store) AddCheckpoint(ctx context.Context, size int64, note string, at time.Time) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO checkpoints (size, note, created_at) VALUES (?, ?, ?)`, size, note, at.UnixMicro())
+	return err
+}
+
+// Query selects events.
+type Query struct {
+	CorrelationID, Caller, User, Kind, Decision string
+	Since, Until                                time.Time
+	Limit                                       int
+	AfterID                                     int64 // for following: only events stored after this ID
+}
+
+// Row is a stored event.
+type Row struct {
+	ID     int64           `json:"id"`
+	Source string          `json:"source"`
+	Seq    int64           `json:"seq"`
+	Event  json.RawMessage `json:"event"`
+}
+
+// Find returns matching events in store order (for one correlation ID,
+// by event time then store order).
+func (s *Store) Find(ctx context.Context, q Query) ([]Row, error) {
+	var where []string
+	var args []any
+	add := func(cond string, v any) { where = append(where, cond); args = append(args, v) }
+	if q.CorrelationID != "" {
+		add("cid = ?", q.CorrelationID)
+	}
+	if q.Caller != "" {
+		add("caller = ?", q.Caller)
+	}
+	if q.User != "" {
+		add("usr = ?", q.User)
+	}
+	if q.Kind != "" {
+		add("kind = ?", q.Kind)
+	}
+	if q.Decision != "" {
+		add("decision = ?", q.Decision)
+	}
+	if !q.Since.IsZero() {
+		add("time >= ?", q.Since.UnixMicro())
+	}
+	if !q.Until.IsZero() {
+		add("time < ?", q.Until.UnixMicro())
+	}
+	if q.AfterID > 0 {
+		add("id > ?", q.AfterID)
+	}
+	sqlq := `SELECT id, source, seq, data FROM events`
+	if len(where) > 0 {
+		sqlq += " WHERE " + strings.Join(where, " AND ")
+	}
+	order := " ORDER BY id"
+	if q.CorrelationID != "" {
+		order = " ORDER BY time, id"
+	}
+	limit := q.Limit
+	if limit <= 0 || limit > 100000 {
+		limit = 1000
+	}
+	rows, err := s.db.QueryContext(ctx, sqlq+order+fmt.Sprintf(" LIMIT %d", limit), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Row
+	for rows.Next() {
+		var r Row
+		var data []byte
+		if err := rows.Scan(&r.ID, &r.Source, &r.Seq, &data); err != nil {
+			return nil, err
+		}
+		if json.Valid(data) {
+			r.Event = data
+		} else {
+			r.Event, _ = json.Marshal(string(data))
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// Count is how many events are stored.
+func (s *Store) Count(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM events`).Scan(&n)
+	return n, err
+}
+
+// VerifyResult is what Verify found.
+type VerifyResult struct {
+	Events      int64
+	Checkpoints int
+	// Broken names the first broken link ("" when everything holds).
+	Broken string
+}
+
+// Verify recomputes every source's hash chain and the Merkle root at
+// every stored checkpoint, and checks each checkpoint's signature with
+// the verifier key. It names the first broken link.
+func (s *Store) Verify(ctx context.Context, verifierKey string) (VerifyResult, error) {
+	name, pub, err := ParseVerifierKey(verifierKey)
+	if err != nil {
+		return VerifyResult{}, err
+	}
+	type cp struct {
+		id   int64
+		size int64
+		note string
+	}
+	var cps []cp
+	rows, err := s.db.QueryContext(ctx, `SELECT id, size, note FROM checkpoints ORDER BY size, id`)
+	if err != nil {
+		return VerifyResult{}, err
+	}
+	for rows.Next() {
+		var c cp
+		if err := rows.Scan(&c.id, &c.size, &c.note); err != nil {
+			rows.Close()
+			return VerifyResult{}, err
+		}
+		cps = append(cps, c)
+	}
+	rows.Close()
+	res := VerifyResult{Checkpoints: len(cps)}
+	// Signatures first: a checkpoint that does not verify is itself a
+	// broken link.
+	parsed := make([]Checkpoint, len(cps))
+	for i, c := range cps {
+		p, err := OpenNote(c.note, name, pub)
+		if err != nil || p.Size != c.size {
+			res.Broken = fmt.Sprintf("checkpoint %d (size %d): signature or body invalid: %v", c.id, c.size, err)
+			return res, nil
+		}
+		parsed[i] = p
+	}
+	heads := map[string]struct {
+		seq  int64
+		hash []byte
+	}{}
+	var t tree
+	next := 0
+	rows, err = s.db.QueryContext(ctx, `SELECT id, source, seq, msg_id, data, prev, hash FROM events ORDER BY id`)
+	if err != nil {
+		return res, err
+	}
+	defer rows.Close()
+	check := func() bool {
+		for next < len(parsed) && parsed[next].Size == t.size {
+			if parsed[next].Root != t.root() {
+				res.Broken = fmt.Sprintf("checkpoint %d: the stored events do not hash to its signed root at size %d", cps[next].id, t.size)
+				return false
+			}
+			next++
+		}
+		return true
+	}
+	if !check() {
+		return res, nil
+	}
+	for rows.Next() {
+		var (
+			id, seq          int64
+			source, msgID    string
+			data, prev, hash []byte
+		)
+		if err := rows.Scan(&id, &source, &seq, &msgID, &data, &prev, &hash); err != nil {
+			return res, err
+		}
+		head, ok := heads[source]
+		if !ok {
+			head.hash = make([]byte, 32)
+		}
+		switch {
+		case seq != head.seq+1:
+			res.Broken = fmt.Sprintf("event %d (source %s): sequence %d follows %d", id, source, seq, head.seq)
+		case !bytes.Equal(prev, head.hash):
+			res.Broken = fmt.Sprintf("event %d (source %s, seq %d): does not link to the previous event", id, source, seq)
+		case !bytes.Equal(hash, chainHash(prev, source, seq, msgID, data)):
+			res.Broken = fmt.Sprintf("event %d (source %s, seq %d): content does not match its hash (altered)", id, source, seq)
+		}
+		if res.Broken != "" {
+			return res, nil
+		}
+		heads[source] = struct {
+			seq  int64
+			hash []byte
+		}{seq, hash}
+		t.append(hash)
+		res.Events++
+		if !check() {
+			return res, nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return res, err
+	}
+	if next < len(parsed) {
+		res.Broken = fmt.Sprintf("checkpoint %d covers %d events but only %d are stored (events deleted)", cps[next].id, parsed[next].Size, t.size)
+	}
+	return res, nil
+}
