@@ -92,8 +92,8 @@ type fileState struct {
 // Stats are the agent's counters.
 type Stats struct {
 	Published, Redacted, Raw, TooLarge, SkippedPartial, Errors uint64
-	LagBytes                                                    int64
-	Files                                                       int
+	LagBytes                                                   int64
+	Files                                                      int
 }
 
 // Agent ships audit files. Run it with Run.
