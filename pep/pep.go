@@ -12,6 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/wardsec/ward/audit"
 	"github.com/wardsec/ward/guard"
 	"github.com/wardsec/ward/identity"
 	"github.com/wardsec/ward/passport"
@@ -78,6 +79,16 @@ type Config struct {
 	// RequirePassport refuses allowed requests without a passport (401
 	// passport-required). It needs Passports.
 	RequirePassport bool
+	// Audit, if set, receives an authz.decision event for every request:
+	// caller, user (the passport's subject), resource, action, decision,
+	// reason and correlation ID (the passport's cid, else the trace ID of
+	// traceparent). An *audit.Writer implements it.
+	Audit Recorder
+}
+
+// Recorder records audit events (*audit.Writer).
+type Recorder interface {
+	Write(e audit.Event)
 }
 
 // PassportVerifier verifies a passport (*passport.Verifier).
@@ -104,6 +115,7 @@ type PEP struct {
 
 	passports       PassportVerifier
 	requirePassport bool
+	audit           Recorder
 }
 
 // route is a Route registered in the PEP's mux; the mux finds it, it is
@@ -134,7 +146,7 @@ func New(cfg Config) (*PEP, error) {
 		return nil, fmt.Errorf("%w: Config.RequirePassport needs Config.Passports", ErrInvalidConfig)
 	}
 	p := &PEP{guard: cfg.Guard, routes: http.NewServeMux(), peerID: cfg.PeerID, log: cfg.Logger,
-		passports: cfg.Passports, requirePassport: cfg.RequirePassport}
+		passports: cfg.Passports, requirePassport: cfg.RequirePassport, audit: cfg.Audit}
 	if p.peerID == nil {
 		p.peerID = peerFromRequest
 	}
@@ -263,14 +275,40 @@ func (p *PEP) Middleware(next http.Handler) http.Handler {
 			if p.passports != nil {
 				var ok bool
 				if ctx, ok = p.passport(w, r, ctx); !ok {
+					p.record(r, d, nil, audit.Deny, "invalid-passport")
 					return
 				}
+			}
+			if p.audit != nil {
+				c, _ := passport.FromContext(ctx)
+				p.record(r, d, c, audit.Allow, d.Reason)
 			}
 			next.ServeHTTP(w, r.WithContext(ctx))
 			return
 		}
+		p.record(r, d, nil, audit.Deny, d.Reason)
 		p.deny(w, r, d, err)
 	})
+}
+
+// record writes the audit event of a decision.
+func (p *PEP) record(r *http.Request, d Decision, c *passport.Claims, decision, reason string) {
+	if p.audit == nil {
+		return
+	}
+	e := audit.Event{Kind: audit.KindDecision, Resource: d.Resource, Action: d.Action, Decision: decision, Reason: reason}
+	if !d.Caller.IsZero() {
+		e.Caller = d.Caller.String()
+	}
+	if c != nil {
+		e.User, e.CorrelationID, e.CredentialFP = c.Subject, c.CorrelationID, c.TokenFingerprint
+	}
+	if e.CorrelationID == "" {
+		if tp := r.Header.Get("Traceparent"); len(tp) == 55 && tp[2] == '-' {
+			e.CorrelationID = tp[3:35]
+		}
+	}
+	p.audit.Write(e)
 }
 
 // passport verifies the request's passport, if any, and adds it to ctx;

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/wardsec/ward/audit"
 	"github.com/wardsec/ward/guard"
 	"github.com/wardsec/ward/identity"
 	"github.com/wardsec/ward/passport"
@@ -104,7 +105,18 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("whoami: passport verifier: %w", err)
 		}
 		defer pv.Close()
-		p, err := pep.New(pep.Config{Guard: g, Routes: Routes(), Logger: cfg.Logger, Passports: pv})
+		// Decisions are audited locally when WARD_AUDIT_DIR is set (ward
+		// dev sets it); ward's agent ships the file.
+		aw, err := audit.FromEnv(name)
+		if err != nil {
+			return fmt.Errorf("whoami: audit: %w", err)
+		}
+		defer aw.Close()
+		pc := pep.Config{Guard: g, Routes: Routes(), Logger: cfg.Logger, Passports: pv}
+		if aw != nil {
+			pc.Audit = aw
+		}
+		p, err := pep.New(pc)
 		if err != nil {
 			return fmt.Errorf("whoami: %w", err)
 		}

@@ -125,6 +125,8 @@ type controlPlane struct {
 	// embedded NATS server), refreshed in the background.
 	components []*componentCert
 	edge       *componentCert // ward dev: the gateway's external certificate
+	auditCert  *componentCert // ward dev: the audit collector's bus identity
+	agentCert  *componentCert // ward dev: the audit agent's bus identity
 }
 
 // startControlPlane opens the store and KMS, loads the authority, connects

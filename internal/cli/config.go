@@ -65,6 +65,8 @@ type Config struct {
 	} `yaml:"bus"`
 	// Gateway configures ward gateway run (and the gateway of ward dev).
 	Gateway GatewayConfig `yaml:"gateway"`
+	// Audit configures the audit pipeline (agent, collector, ward audit).
+	Audit AuditConfig `yaml:"audit"`
 	Log     struct {
 		// Level is debug, info, warn or error (default info). Env WARD_LOG_LEVEL.
 		Level string `yaml:"level"`
@@ -102,6 +104,8 @@ func LoadConfig(path string, getenv func(string) string) (*Config, error) {
 		"WARD_GATEWAY_TLS_CERT":     &c.Gateway.TLSCert,
 		"WARD_GATEWAY_TLS_KEY":      &c.Gateway.TLSKey,
 		"WARD_GATEWAY_PASSPORT_TTL": &c.Gateway.PassportTTL,
+		"WARD_AUDIT_DIR":            &c.Audit.Dir,
+		"WARD_AUDIT_DB":             &c.Audit.DB,
 		"WARD_AUTHORITY":            &c.Gateway.AuthorityURL,
 		"WARD_CA_BUNDLE":            &c.Gateway.CABundle,
 	} {
@@ -147,6 +151,7 @@ func (c *Config) defaults() {
 		c.Authority.PublicURL = "https://" + c.Authority.Listen
 	}
 	c.Gateway.defaults(c)
+	c.Audit.defaults(c)
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}

@@ -33,7 +33,8 @@ CLI command work. Restarting on the same directory keeps all state.`,
 			env := func(k string) string {
 				// WARD_BUS_URL from a sourced dev.env points at a previous
 				// embedded bus; dev always runs its own.
-				if k == "WARD_BUS_URL" {
+				switch k {
+				case "WARD_BUS_URL", "WARD_AUDIT_DIR", "WARD_AUDIT_DB":
 					return ""
 				}
 				return os.Getenv(k)
@@ -59,6 +60,9 @@ CLI command work. Restarting on the same directory keeps all state.`,
 				cfg.Gateway.Listen = gatewayListen
 			}
 			cfg.Gateway.AuthorityURL = cfg.Authority.PublicURL
+			// The audit pipeline lives in the data directory too.
+			cfg.Audit.Dir, cfg.Audit.DB, cfg.Audit.KeyFile = "", "", ""
+			cfg.Audit.defaults(cfg)
 			cfg.Gateway.CABundle = bundlePath(cfg)
 			cfg.Gateway.StateDir = filepath.Join(cfg.DataDir, "gateway")
 			return runDev(cmd.Context(), g, cfg)
@@ -126,6 +130,16 @@ func runDev(ctx context.Context, g *globals, cfg *Config) error {
 		"WARD_NATS_URL":     p.busURL,
 		"WARD_GATEWAY":      "https://" + gwLn.Addr().String(),
 	}
+	for k, path := range map[string]string{"WARD_AUDIT_DIR": cfg.Audit.Dir, "WARD_AUDIT_DB": cfg.Audit.DB} {
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return err
+		}
+		vars[k] = abs
+	}
+	if err := os.MkdirAll(cfg.Audit.Dir, 0o700); err != nil {
+		return err
+	}
 	if err := writeEnvFile(envPath, vars); err != nil {
 		return err
 	}
@@ -135,10 +149,13 @@ func runDev(ctx context.Context, g *globals, cfg *Config) error {
 	// The gateway's external certificate, refreshed with the other
 	// in-process component certificates (it follows CA rotations).
 	p.edge = &componentCert{a: p.auth, name: "edge", serving: p.auth.ServerTLSConfig()}
-	p.components = append(p.components, p.edge)
+	p.auditCert = &componentCert{a: p.auth, name: "audit", serving: p.auth.ServerTLSConfig()}
+	p.agentCert = &componentCert{a: p.auth, name: "agent", serving: p.auth.ServerTLSConfig()}
+	p.components = append(p.components, p.edge, p.auditCert, p.agentCert)
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return p.run(ctx) })
 	eg.Go(func() error { return p.runDevGateway(ctx, gwLn) })
+	eg.Go(func() error { return p.runDevAudit(ctx) })
 	return eg.Wait()
 }
 

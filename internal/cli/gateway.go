@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/wardsec/ward/audit"
 	"github.com/wardsec/ward/credential"
 	"github.com/wardsec/ward/identity"
 	"github.com/wardsec/ward/internal/gateway"
@@ -143,6 +144,14 @@ func (gr gatewayRun) run(ctx context.Context, ln net.Listener) error {
 	srcDone := make(chan error, 1)
 	go func() { srcDone <- src.Run(ctx) }()
 
+	// Every request is audited locally (audit.dir); the host's agent
+	// ships the file.
+	aw, err := audit.NewWriter(audit.Config{Dir: gr.cfg.Audit.Dir, Service: "ward-gateway", Instance: src.SVID().Certificates[0].Subject.SerialNumber})
+	if err != nil {
+		return fmt.Errorf("gateway audit: %w", err)
+	}
+	defer aw.Close()
+	opts.Audit = aw
 	opts.Source = src
 	opts.Certificate = gr.certificate
 	opts.Logger = gr.log.With("component", "gateway")

@@ -108,6 +108,7 @@ func newRoot(g *globals) *cobra.Command {
 		newKeysCmd(g),
 		newGatewayCmd(g),
 		newRouteCmd(g),
+		newAuditCmd(g),
 		newWhoamiCmd(g),
 		newCallCmd(g),
 	)

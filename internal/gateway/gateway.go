@@ -43,6 +43,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/wardsec/ward/audit"
 	"github.com/wardsec/ward/credential"
 	"github.com/wardsec/ward/identity"
 	"github.com/wardsec/ward/internal/telemetry"
@@ -55,6 +56,11 @@ import (
 // issue plugs Cedar in here.
 type Policy interface {
 	Authorize(ctx context.Context, route *Route, p *Principal, r *http.Request) error
+}
+
+// Recorder records audit events (*audit.Writer).
+type Recorder interface {
+	Write(e audit.Event)
 }
 
 // Config configures New.
@@ -80,6 +86,9 @@ type Config struct {
 	Verifier Verifier
 	// Policy is the edge policy hook; nil admits what passed the scopes.
 	Policy Policy
+	// Audit, if set, receives a gateway.request event for every request
+	// (an *audit.Writer).
+	Audit Recorder
 
 	// PassportTTL is a passport's lifetime: default 30s, at most 60s.
 	PassportTTL time.Duration

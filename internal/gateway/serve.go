@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wardsec/ward/audit"
 	"github.com/wardsec/ward/credential"
 	"github.com/wardsec/ward/identity"
 	"github.com/wardsec/ward/internal/problem"
@@ -100,6 +101,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := context.WithValue(r.Context(), forwardKey{}, &forward{passport: pp, traceparent: tc.child(), route: rt})
 	g.m.forwarded.Inc()
 	rt.proxy.ServeHTTP(w, r.WithContext(ctx))
+	if g.cfg.Audit != nil {
+		g.cfg.Audit.Write(audit.Event{Kind: audit.KindGateway, CorrelationID: tc.traceID, User: p.Subject, Action: r.Method,
+			Resource: rt.Service, Decision: audit.Allow, Reason: "forwarded", CredentialFP: p.Fingerprint,
+			Extra: map[string]any{"route": rt.Name, "status": hw.status, "auth_method": p.Method, "client": clientAddr(r), "upstream": rt.serviceID.String()}})
+	}
 }
 
 // rateKey identifies a caller for the per-route limit.
@@ -217,6 +223,10 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, rt *route, stat
 		name = rt.Name
 	}
 	g.m.refused.WithLabelValues(reason).Inc()
+	if g.cfg.Audit != nil {
+		g.cfg.Audit.Write(audit.Event{Kind: audit.KindGateway, CorrelationID: w.Header().Get("X-Correlation-ID"), Action: r.Method,
+			Decision: audit.Deny, Reason: reason, Extra: map[string]any{"route": name, "status": status, "client": clientAddr(r)}})
+	}
 	g.log.Info("gateway: request refused", "status", status, "reason", reason, "route", name, "method", r.Method,
 		"remote", clientAddr(r), "cid", w.Header().Get("X-Correlation-ID"))
 	problem.Write(w, problem.New(status, slug, title, detail))
@@ -363,12 +373,13 @@ func (g *Gateway) pruneTransports(routes []*route) {
 // trailers only then).
 type hygieneWriter struct {
 	http.ResponseWriter
-	wrote bool
+	wrote  bool
+	status int
 }
 
 func (h *hygieneWriter) WriteHeader(code int) {
 	if !h.wrote {
-		h.wrote = true
+		h.wrote, h.status = true, code
 		clean(h.ResponseWriter.Header())
 	}
 	h.ResponseWriter.WriteHeader(code)
