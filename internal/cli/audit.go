@@ -327,4 +327,3 @@ func newAuditCmd(g *globals) *cobra.Command {
 	cmd.AddCommand(verify, query, tail)
 	return cmd
 }
-

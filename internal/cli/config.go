@@ -67,7 +67,7 @@ type Config struct {
 	Gateway GatewayConfig `yaml:"gateway"`
 	// Audit configures the audit pipeline (agent, collector, ward audit).
 	Audit AuditConfig `yaml:"audit"`
-	Log     struct {
+	Log   struct {
 		// Level is debug, info, warn or error (default info). Env WARD_LOG_LEVEL.
 		Level string `yaml:"level"`
 		// Format is json or text (default json). Env WARD_LOG_FORMAT.
