@@ -80,10 +80,13 @@ type fileState struct {
 	Dev    uint64 `json:"dev"`
 	Ino    uint64 `json:"ino"`
 	Head   string `json:"head"`
+	HeadN  int    `json:"head_n"` // bytes Head covers (< headLen while the file is young)
 	Offset int64  `json:"offset"`
 	// Skipping: the bytes at Offset continue an oversized line, to be
 	// skipped up to its end.
 	Skipping bool `json:"skipping,omitempty"`
+	// Gen counts truncations: offsets restart, message IDs must not.
+	Gen int `json:"gen,omitempty"`
 	// partialSince is when the file was first seen ending in an
 	// unterminated line at Offset (not persisted).
 	partialSince time.Time
@@ -358,28 +361,38 @@ func (a *Agent) track(p string) (*fileState, int64, error) {
 	sum := sha256.Sum256(head[:n])
 	h := hex.EncodeToString(sum[:8])
 	size := st.Size()
-	// A file shorter than headLen changes its head as it grows: match it
-	// by inode alone while it is young.
+	// The same inode with another head: a young file that grew (its old
+	// head is a prefix of the new one), or a file rewritten in place or a
+	// reused inode (read from the start, under new message IDs).
 	k := key(uint64(sys.Dev), uint64(sys.Ino), h)
 	fs, ok := a.files[k]
 	if !ok {
-		for ok2, cand := range a.files {
-			if cand.Dev == uint64(sys.Dev) && cand.Ino == uint64(sys.Ino) && cand.Offset < headLen && cand.Offset <= size {
-				delete(a.files, ok2)
-				cand.Head = h
-				a.files[k], fs, ok = cand, cand, true
-				break
+		for k2, cand := range a.files {
+			if cand.Dev != uint64(sys.Dev) || cand.Ino != uint64(sys.Ino) {
+				continue
 			}
+			prefix := sha256.Sum256(head[:min(cand.HeadN, n)])
+			grown := cand.HeadN <= n && hex.EncodeToString(prefix[:8]) == cand.Head
+			delete(a.files, k2)
+			if !grown {
+				a.log.Warn("agent: audit file rewritten in place; reading it from the start", "path", p)
+				cand.Offset, cand.Skipping = 0, false
+				cand.Gen++
+			}
+			cand.Head, cand.HeadN = h, n
+			a.files[k], fs, ok = cand, cand, true
+			break
 		}
 	}
 	if !ok {
-		fs = &fileState{Path: p, Dev: uint64(sys.Dev), Ino: uint64(sys.Ino), Head: h}
+		fs = &fileState{Path: p, Dev: uint64(sys.Dev), Ino: uint64(sys.Ino), Head: h, HeadN: n}
 		a.files[k] = fs
 	}
 	fs.Path = p
 	if size < fs.Offset { // truncated: start again
 		a.log.Warn("agent: audit file truncated; reading it from the start", "path", p)
-		fs.Offset = 0
+		fs.Offset, fs.Skipping = 0, false
+		fs.Gen++
 	}
 	return fs, size, nil
 }
@@ -475,7 +488,7 @@ func (a *Agent) commit(ctx context.Context, fs *fileState, msgs []Msg, consumed 
 }
 
 func (a *Agent) msgID(fs *fileState, off int64) string {
-	sum := sha256.Sum256([]byte(a.cfg.Host + "\x00" + key(fs.Dev, fs.Ino, fs.Head) + "\x00" + strconv.FormatInt(off, 10)))
+	sum := sha256.Sum256([]byte(a.cfg.Host + "\x00" + key(fs.Dev, fs.Ino, fs.Head) + "\x00" + strconv.Itoa(fs.Gen) + "\x00" + strconv.FormatInt(off, 10)))
 	return hex.EncodeToString(sum[:16])
 }
 
