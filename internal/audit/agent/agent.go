@@ -515,15 +515,14 @@ func (a *Agent) prepare(line []byte) []byte {
 		}
 		e.Extra["container"] = a.cfg.Container
 	}
+	if a.cfg.Redactor.Event(&e) {
+		a.redacted.Add(1)
+	}
 	data, err := json.Marshal(e)
 	if err != nil {
 		data, _ = json.Marshal(audit.Event{V: audit.SchemaVersion, Time: a.cfg.Now().UTC(), Kind: audit.KindRaw, Host: a.cfg.Host, Reason: "unencodable"})
 	}
-	out, changed := a.cfg.Redactor.Line(data)
-	if changed {
-		a.redacted.Add(1)
-	}
-	return out
+	return data
 }
 
 // marker is an event the agent writes about a line it could not ship.

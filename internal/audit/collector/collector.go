@@ -36,7 +36,7 @@ type Config struct {
 	Origin string
 	// Key signs checkpoints; its name is Origin.
 	Key ed25519.PrivateKey
-	// Batch is how many messages are stored per transaction: default 500.
+	// Batch is how many messages are stored per transaction: default 2000.
 	Batch int
 	// CheckpointEvery is the checkpoint interval: default 10s.
 	CheckpointEvery time.Duration
@@ -63,7 +63,7 @@ func New(ctx context.Context, cfg Config) (*Collector, error) {
 		return nil, fmt.Errorf("collector: origin %q must have no spaces or +", cfg.Origin)
 	}
 	if cfg.Batch <= 0 {
-		cfg.Batch = 500
+		cfg.Batch = 2000
 	}
 	if cfg.CheckpointEvery <= 0 {
 		cfg.CheckpointEvery = 10 * time.Second
@@ -100,7 +100,7 @@ func (c *Collector) Run(ctx context.Context) error {
 	cons, err := c.cfg.JS.CreateOrUpdateConsumer(ctx, agent.Stream, jetstream.ConsumerConfig{
 		Durable:       Consumer,
 		FilterSubject: agent.SubjectEventsPrefix + ">",
-		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckPolicy:     jetstream.AckAllPolicy, // one ack per stored batch
 		AckWait:       30 * time.Second,
 		MaxAckPending: 20 * c.cfg.Batch,
 	})
@@ -142,9 +142,7 @@ func (c *Collector) Run(ctx context.Context) error {
 			if err != nil {
 				// Not acknowledged: redelivered after AckWait.
 				c.log.Error("collector: storing a batch failed", "events", len(in), "error", err)
-				for _, m := range msgs {
-					_ = m.Nak()
-				}
+				_ = msgs[0].Nak()
 				continue
 			}
 			for _, h := range hashes {
@@ -152,10 +150,9 @@ func (c *Collector) Run(ctx context.Context) error {
 			}
 			c.stored.Add(int64(len(hashes)))
 			c.dups.Add(int64(dups))
-			for _, m := range msgs {
-				if err := m.Ack(); err != nil {
-					c.log.Debug("collector: ack failed (the message comes again and is skipped as stored)", "error", err)
-				}
+			// AckAll: the last message acknowledges the whole batch.
+			if err := msgs[len(msgs)-1].Ack(); err != nil {
+				c.log.Debug("collector: ack failed (the batch comes again and is skipped as stored)", "error", err)
 			}
 		}
 		if c.cfg.Now().Sub(last) >= c.cfg.CheckpointEvery {

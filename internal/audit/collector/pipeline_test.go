@@ -23,7 +23,7 @@ import (
 
 // pipeline is file → agent → embedded NATS JetStream → collector → SQLite.
 type pipeline struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string // audit files
 	js    jetstream.JetStream
 	store *Store
@@ -33,7 +33,7 @@ type pipeline struct {
 	done  chan struct{}
 }
 
-func newPipeline(t *testing.T) *pipeline {
+func newPipeline(t testing.TB) *pipeline {
 	t.Helper()
 	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir()})
 	if err != nil {

@@ -1,0 +1,36 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/wardsec/ward/audit"
+)
+
+// BenchmarkAgentOnly is the agent's share: file → redaction → JetStream
+// acknowledged, no collector.
+func BenchmarkAgentOnly(b *testing.B) {
+	p := newPipeline(b)
+	p.stopCollector()
+	w, _ := audit.NewWriter(audit.Config{Dir: p.dir, Service: "bench", MaxFileBytes: 32 << 20, Buffer: 1 << 16, MaxWait: time.Second})
+	for i := range b.N {
+		w.Write(audit.Event{Kind: audit.KindDecision, CorrelationID: fmt.Sprintf("%032x", i), Caller: "spiffe://ward.test/svc/web",
+			User: "alice", Action: "read", Resource: "orders", Decision: audit.Allow, Reason: "granted"})
+	}
+	w.Close()
+	a := p.newAgent(filepath.Join(b.TempDir(), "state.json"))
+	b.ResetTimer()
+	start := time.Now()
+	for {
+		if err := a.Once(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		if a.Stats().Published >= uint64(b.N) {
+			break
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+}
