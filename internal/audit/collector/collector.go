@@ -100,8 +100,11 @@ func (c *Collector) Run(ctx context.Context) error {
 	cons, err := c.cfg.JS.CreateOrUpdateConsumer(ctx, agent.Stream, jetstream.ConsumerConfig{
 		Durable:       Consumer,
 		FilterSubject: agent.SubjectEventsPrefix + ">",
-		AckPolicy:     jetstream.AckAllPolicy, // one ack per stored batch
-		AckWait:       30 * time.Second,
+		// Explicit acks: with AckAll, acknowledging a batch would also
+		// acknowledge an earlier message delivered to a collector that
+		// stopped before storing it (found by TestFaults).
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       10 * time.Second, // a message fetched by a collector that stopped comes back after this
 		MaxAckPending: 20 * c.cfg.Batch,
 	})
 	if err != nil {
@@ -142,7 +145,9 @@ func (c *Collector) Run(ctx context.Context) error {
 			if err != nil {
 				// Not acknowledged: redelivered after AckWait.
 				c.log.Error("collector: storing a batch failed", "events", len(in), "error", err)
-				_ = msgs[0].Nak()
+				for _, m := range msgs {
+					_ = m.Nak()
+				}
 				continue
 			}
 			for _, h := range hashes {
@@ -150,9 +155,10 @@ func (c *Collector) Run(ctx context.Context) error {
 			}
 			c.stored.Add(int64(len(hashes)))
 			c.dups.Add(int64(dups))
-			// AckAll: the last message acknowledges the whole batch.
-			if err := msgs[len(msgs)-1].Ack(); err != nil {
-				c.log.Debug("collector: ack failed (the batch comes again and is skipped as stored)", "error", err)
+			for _, m := range msgs {
+				if err := m.Ack(); err != nil {
+					c.log.Debug("collector: ack failed (the message comes again and is skipped as stored)", "error", err)
+				}
 			}
 		}
 		if c.cfg.Now().Sub(last) >= c.cfg.CheckpointEvery {
