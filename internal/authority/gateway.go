@@ -43,7 +43,7 @@ const (
 )
 
 // components may obtain SVIDs with a component bootstrap token.
-var components = map[string]bool{"gateway": true}
+var components = map[string]bool{"gateway": true, "agent": true, "audit": true}
 
 // componentSVIDTTL is the lifetime of a component SVID obtained or renewed
 // over the API.
@@ -86,7 +86,7 @@ func (a *Authority) CreateComponentToken(ctx context.Context, component string, 
 
 func (a *Authority) createComponentToken(ctx context.Context, component string, ttl time.Duration) (store.ComponentToken, string, error) {
 	if !components[component] {
-		return store.ComponentToken{}, "", errNotFound(fmt.Sprintf("no component %s (components that take bootstrap tokens: gateway)", quote(component)))
+		return store.ComponentToken{}, "", errNotFound(fmt.Sprintf("no component %s (components that take bootstrap tokens: gateway, agent, audit)", quote(component)))
 	}
 	if ttl < time.Minute || ttl > 720*time.Hour {
 		return store.ComponentToken{}, "", errBadRequest("ttl must be between 1m and 720h")

@@ -60,7 +60,7 @@ func TestComponentTokens(t *testing.T) {
 	wantProblem(t, resp, body, http.StatusForbidden, slugForbiddenIdentity)
 
 	// Unknown components, bad TTLs.
-	resp, body = e.do(nil, "POST", "/v1/components/agent/bootstrap-token", e.adminToken, nil)
+	resp, body = e.do(nil, "POST", "/v1/components/nats/bootstrap-token", e.adminToken, nil)
 	wantProblem(t, resp, body, http.StatusNotFound, slugNotFound)
 	resp, body = e.do(nil, "POST", "/v1/components/gateway/bootstrap-token", e.adminToken, map[string]string{"ttl": "1s"})
 	wantProblem(t, resp, body, http.StatusBadRequest, slugInvalidRequest)

@@ -42,6 +42,10 @@ type AuditConfig struct {
 	// RedactFields and RedactPatterns add to the built-in redaction.
 	RedactFields   []string `yaml:"redact_fields"`
 	RedactPatterns []string `yaml:"redact_patterns"`
+	// Consumer is the collector's durable JetStream consumer (default
+	// ward-audit-collector); collectors with different names each store
+	// every event.
+	Consumer string `yaml:"consumer"`
 	// CheckpointEvery is the checkpoint interval (default 10s).
 	CheckpointEvery string `yaml:"checkpoint_every"`
 }
@@ -59,6 +63,18 @@ func (c *AuditConfig) defaults(cfg *Config) {
 	if c.Origin == "" {
 		c.Origin = cfg.TrustDomain + "/audit"
 	}
+}
+
+// setDB points the collector at another database (--db); a key file left
+// at its default moves beside it.
+func (c *AuditConfig) setDB(db string) {
+	if db == "" {
+		return
+	}
+	if c.KeyFile == filepath.Join(filepath.Dir(c.DB), "audit-checkpoint.key") {
+		c.KeyFile = filepath.Join(filepath.Dir(db), "audit-checkpoint.key")
+	}
+	c.DB = db
 }
 
 // runDevAudit runs ward dev's audit pipeline in-process: an agent tailing
@@ -138,7 +154,7 @@ func newCollector(ctx context.Context, ac AuditConfig, origin string, js jetstre
 			return nil, fmt.Errorf("config: audit.checkpoint_every %q is not a positive duration", ac.CheckpointEvery)
 		}
 	}
-	col, err := collector.New(ctx, collector.Config{Store: st, JS: js, Origin: origin, Key: key, CheckpointEvery: every,
+	col, err := collector.New(ctx, collector.Config{Store: st, JS: js, Origin: origin, Key: key, CheckpointEvery: every, Durable: ac.Consumer,
 		Logger: p.log.With("component", "audit-collector")})
 	if err != nil {
 		return nil, err
@@ -160,12 +176,7 @@ func newAuditCmd(g *globals) *cobra.Command {
 		if err != nil {
 			return nil, err
 		}
-		if db != "" {
-			if cfg.Audit.KeyFile == filepath.Join(filepath.Dir(cfg.Audit.DB), "audit-checkpoint.key") {
-				cfg.Audit.KeyFile = filepath.Join(filepath.Dir(db), "audit-checkpoint.key")
-			}
-			cfg.Audit.DB = db
-		}
+		cfg.Audit.setDB(db)
 		if _, err := os.Stat(cfg.Audit.DB); err != nil {
 			return nil, usageError{fmt.Errorf("no audit database at %s (--db, or audit.db in the config)", cfg.Audit.DB)}
 		}
@@ -324,6 +335,6 @@ func newAuditCmd(g *globals) *cobra.Command {
 	}
 	query.Flags().IntVar(&q.Limit, "limit", 1000, "at most this many events")
 	cmd.PersistentFlags().StringVar(&db, "db", "", "the collector's database (default audit.db in the config, <data_dir>/audit.db)")
-	cmd.AddCommand(verify, query, tail)
+	cmd.AddCommand(newAuditRunCmd(g, &db), verify, query, tail)
 	return cmd
 }

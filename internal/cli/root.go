@@ -109,6 +109,8 @@ func newRoot(g *globals) *cobra.Command {
 		newGatewayCmd(g),
 		newRouteCmd(g),
 		newAuditCmd(g),
+		newAgentCmd(g),
+		newComponentCmd(g),
 		newWhoamiCmd(g),
 		newCallCmd(g),
 	)

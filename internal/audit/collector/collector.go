@@ -38,6 +38,10 @@ type Config struct {
 	Key ed25519.PrivateKey
 	// Batch is how many messages are stored per transaction: default 2000.
 	Batch int
+	// Durable names the JetStream consumer: default Consumer. Two
+	// collectors with the same name share the stream's events; with
+	// different names each stores all of them.
+	Durable string
 	// CheckpointEvery is the checkpoint interval: default 10s.
 	CheckpointEvery time.Duration
 	Logger          *slog.Logger
@@ -71,6 +75,9 @@ func New(ctx context.Context, cfg Config) (*Collector, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Durable == "" {
+		cfg.Durable = Consumer
+	}
 	c := &Collector{cfg: cfg, log: cfg.Logger}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -98,7 +105,7 @@ func (c *Collector) Run(ctx context.Context) error {
 		return err
 	}
 	cons, err := c.cfg.JS.CreateOrUpdateConsumer(ctx, agent.Stream, jetstream.ConsumerConfig{
-		Durable:       Consumer,
+		Durable:       c.cfg.Durable,
 		FilterSubject: agent.SubjectEventsPrefix + ">",
 		// Explicit acks: with AckAll, acknowledging a batch would also
 		// acknowledge an earlier message delivered to a collector that

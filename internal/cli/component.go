@@ -1,0 +1,208 @@
+package cli
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/wardsec/ward/identity"
+	"github.com/wardsec/ward/internal/audit/agent"
+	"github.com/wardsec/ward/internal/audit/redact"
+	"github.com/wardsec/ward/internal/bus"
+)
+
+func newComponentCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "component",
+		Short: "Identities of ward's own processes (gateway, agent, audit)",
+	}
+	var ttl string
+	token := &cobra.Command{
+		Use:   "token gateway|agent|audit [--ttl 24h]",
+		Short: "Create a bootstrap token for a ward component (printed once)",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			body := obj{}
+			if ttl != "" {
+				body["ttl"] = ttl
+			}
+			_, err := g.send(cmd, http.MethodPost, "/v1/components/"+pathEscape(args[0])+"/bootstrap-token", body, "id", "spiffe_id", "token", "expires_at")
+			return err
+		},
+	}
+	token.Flags().StringVar(&ttl, "ttl", "", "lifetime of the token (default 24h)")
+	cmd.AddCommand(token)
+	return cmd
+}
+
+// componentSource obtains a ward component's SVID with the bootstrap token
+// in env tokenVar (once; later starts use the SVID kept in stateDir),
+// retrying while the authority is unreachable, and runs its renewal until
+// ctx ends.
+func componentSource(ctx context.Context, cfg *Config, log *slog.Logger, tokenVar, stateDir string) (*identity.Source, error) {
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, err
+	}
+	idcfg := identity.Config{AuthorityURL: cfg.Gateway.AuthorityURL, BootstrapToken: os.Getenv(tokenVar),
+		BundleFile: cfg.Gateway.CABundle, Dir: stateDir, Logger: log}
+	for backoff := 200 * time.Millisecond; ; backoff = min(2*backoff, 10*time.Second) {
+		src, err := identity.New(ctx, idcfg)
+		if err == nil {
+			go func() { _ = src.Run(ctx) }()
+			return src, nil
+		}
+		var ae *identity.AuthorityError
+		if errors.As(err, &ae) && ae.Status < 500 && ae.Status != http.StatusTooManyRequests {
+			return nil, fmt.Errorf("identity (bootstrap token in %s): %w", tokenVar, err)
+		}
+		log.Warn("identity not obtained yet; retrying", "error", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// componentJetStream connects to the bus (bus.url) with the component's
+// SVID: the server must be spiffe://<td>/ward/nats, or verify against
+// bus.ca_file when that is set (an external NATS cluster with its own CA).
+func componentJetStream(ctx context.Context, cfg *Config, src *identity.Source, name string) (jetstream.JetStream, func(), error) {
+	if cfg.Bus.URL == "" {
+		return nil, nil, usageError{errors.New("bus.url (WARD_BUS_URL) is required: the NATS server the audit pipeline uses")}
+	}
+	natsID, err := spiffeid.FromSegments(src.ID().TrustDomain(), "ward", "nats")
+	if err != nil {
+		return nil, nil, err
+	}
+	tc := src.ClientTLSConfig(identity.AuthorizeID(natsID))
+	if cfg.Bus.CAFile != "" {
+		data, err := readBounded(cfg.Bus.CAFile, 1<<20)
+		if err != nil {
+			return nil, nil, fmt.Errorf("bus.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(data) {
+			return nil, nil, fmt.Errorf("bus.ca_file %s holds no PEM certificates", cfg.Bus.CAFile)
+		}
+		tc.RootCAs, tc.InsecureSkipVerify, tc.VerifyConnection = pool, false, nil
+	}
+	conn, err := bus.Connect(ctx, cfg.Bus.URL, tc, "ward-"+name)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(conn.NATS())
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return js, conn.Close, nil
+}
+
+func newAgentCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "agent", Short: "The host agent: ships this host's audit files"}
+	run := &cobra.Command{
+		Use:   "run",
+		Short: "Tail audit.dir, redact, and publish to the audit stream (mTLS with the agent's SVID)",
+		Long: `ward agent run ships the audit files of this host (audit.dir) to NATS JetStream
+(bus.url). Its identity is spiffe://<td>/ward/agent, obtained once with the bootstrap
+token in WARD_AGENT_TOKEN ("ward component token agent") and kept in <data_dir>/agent.
+Offsets are checkpointed in audit.dir after the broker acknowledged.`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := LoadConfig(g.configPath, os.Getenv)
+			if err != nil {
+				return err
+			}
+			log, err := g.logger(cfg)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			src, err := componentSource(ctx, cfg, log.With("component", "agent"), "WARD_AGENT_TOKEN", filepath.Join(cfg.DataDir, "agent"))
+			if err != nil {
+				return ignoreCanceled(err)
+			}
+			defer src.Close()
+			js, closeBus, err := componentJetStream(ctx, cfg, src, "agent")
+			if err != nil {
+				return err
+			}
+			defer closeBus()
+			if _, err := agent.EnsureStream(ctx, js); err != nil {
+				return err
+			}
+			r, err := redact.New(redact.Config{Fields: cfg.Audit.RedactFields, Patterns: cfg.Audit.RedactPatterns})
+			if err != nil {
+				return usageError{err}
+			}
+			a, err := agent.New(agent.Config{Dir: cfg.Audit.Dir, Publisher: &agent.JetStream{JS: js}, Host: cfg.Audit.Host,
+				Container: cfg.Audit.Container, Redactor: r, Logger: log.With("component", "agent")})
+			if err != nil {
+				return err
+			}
+			log.Info("agent shipping", "dir", cfg.Audit.Dir, "subject", a.Subject(), "spiffe_id", src.ID().String())
+			return a.Run(ctx)
+		},
+	}
+	cmd.AddCommand(run)
+	return cmd
+}
+
+func newAuditRunCmd(g *globals, db *string) *cobra.Command {
+	return &cobra.Command{
+		Use:   "run",
+		Short: "Run the collector: store the audit stream, chain it, sign checkpoints",
+		Long: `ward audit run consumes the audit stream (bus.url) with a durable consumer and
+stores it in audit.db. Its identity is spiffe://<td>/ward/audit, obtained once with
+the bootstrap token in WARD_AUDIT_TOKEN ("ward component token audit") and kept in
+<data_dir>/audit-collector. Checkpoints are signed with audit.key_file (created on
+first start); the verifier key is written to <key_file>.pub.`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := LoadConfig(g.configPath, os.Getenv)
+			if err != nil {
+				return err
+			}
+			cfg.Audit.setDB(*db)
+			log, err := g.logger(cfg)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			src, err := componentSource(ctx, cfg, log.With("component", "audit"), "WARD_AUDIT_TOKEN", filepath.Join(cfg.DataDir, "audit-collector"))
+			if err != nil {
+				return ignoreCanceled(err)
+			}
+			defer src.Close()
+			js, closeBus, err := componentJetStream(ctx, cfg, src, "audit")
+			if err != nil {
+				return err
+			}
+			defer closeBus()
+			col, err := newCollector(ctx, cfg.Audit, cfg.Audit.Origin, js, &controlPlane{log: log})
+			if err != nil {
+				return err
+			}
+			log.Info("audit collector running", "db", cfg.Audit.DB, "verifier_key", col.VerifierKey())
+			return col.Run(ctx)
+		},
+	}
+}
+
+func ignoreCanceled(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
