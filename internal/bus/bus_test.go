@@ -558,3 +558,45 @@ func BenchmarkPublish(b *testing.B) {
 		b.Fatal(err)
 	}
 }
+
+// TestEmbeddedPermissions: with Users, each identity may publish and
+// subscribe only where its permissions say; other identities are refused.
+func TestEmbeddedPermissions(t *testing.T) {
+	ca := newTestCA(t)
+	serverCert := ca.issue(t, natsID.String(), net.IPv4(127, 0, 0, 1))
+	agentID := "spiffe://ward.test/ward/agent"
+	srv := startEmbedded(t, EmbeddedConfig{
+		TLS:             &tls.Config{Certificates: []tls.Certificate{serverCert}},
+		ClientCAs:       ca.pool(),
+		AuthorizeClient: authorizeWard,
+		Users: map[string]Permissions{
+			authorityID.String(): {Publish: []string{"ward.v1.events"}, Subscribe: []string{"ward.v1.events", "ward.v1.audit.>"}},
+			agentID:              {Publish: []string{"ward.v1.audit.events.*"}, Subscribe: []string{"_INBOX.>"}},
+		},
+	})
+	authorityCert, agentCert, otherCert := ca.issue(t, authorityID.String()), ca.issue(t, agentID), ca.issue(t, "spiffe://ward.test/ward/other")
+	authority := connect(t, srv.ClientURL(), clientTLS(ca, &authorityCert), "authority")
+	agent := connect(t, srv.ClientURL(), clientTLS(ca, &agentCert), "agent")
+
+	events, _ := subscribe(t, authority, "ward.v1.events")
+	audit, _ := subscribe(t, authority, "ward.v1.audit.events.host-1")
+	// The agent may publish audit events, not the authority's change log.
+	if err := agent.Publish(testCtx(t, 5*time.Second), "ward.v1.audit.events.host-1", []byte("ok")); err != nil {
+		t.Fatal(err)
+	}
+	_ = agent.Flush(testCtx(t, 5*time.Second))
+	if m := receive(t, audit); string(m.data) != "ok" {
+		t.Fatalf("audit event %q", m.data)
+	}
+	_ = agent.Publish(testCtx(t, 5*time.Second), "ward.v1.events", []byte("forged"))
+	_ = agent.Flush(testCtx(t, 5*time.Second))
+	expectNone(t, events, 300*time.Millisecond)
+	// An identity without permissions cannot connect.
+	if c, err := Connect(testCtx(t, 10*time.Second), srv.ClientURL(), clientTLS(ca, &otherCert), "other"); err == nil {
+		c.Close()
+		t.Fatal("an unmapped identity connected")
+	}
+	if _, err := (EmbeddedConfig{Users: map[string]Permissions{"x": {}}}).options(); err == nil {
+		t.Fatal("Users without ClientCAs accepted")
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -48,11 +49,24 @@ type EmbeddedConfig struct {
 	// (spiffe://<td>/ward/...) and keep workloads off the bus. nil admits any
 	// client whose certificate verifies.
 	AuthorizeClient func(id spiffeid.ID) error
+	// Users, when set, maps client identities to what they may do: the
+	// key is the SPIFFE ID (URI SAN) of the client certificate, matched by
+	// the server's verify-and-map, and a certificate of any other identity
+	// is refused. Needs client certificates: ClientCAs, or a TLS config
+	// that requires them and verifies them itself (VerifyConnection).
+	Users map[string]Permissions
 	// StoreDir turns on JetStream with its files under this directory.
 	// "" means JetStream off.
 	StoreDir string
 	// Logger receives the server's log lines. nil discards them.
 	Logger *slog.Logger
+}
+
+// Permissions are the subjects a client identity may publish to and
+// subscribe to (NATS wildcards allowed). Nothing else is allowed.
+type Permissions struct {
+	Publish   []string
+	Subscribe []string
 }
 
 // Server is an in-process NATS server.
@@ -122,6 +136,9 @@ func (cfg EmbeddedConfig) options() (*server.Options, error) {
 	if cfg.AuthorizeClient != nil && cfg.ClientCAs == nil {
 		return nil, errors.New("bus: EmbeddedConfig.AuthorizeClient needs ClientCAs")
 	}
+	if len(cfg.Users) > 0 && (cfg.TLS == nil || (cfg.ClientCAs == nil && cfg.TLS.ClientAuth < tls.RequireAnyClientCert)) {
+		return nil, errors.New("bus: EmbeddedConfig.Users needs client certificates (ClientCAs, or a TLS config that requires and verifies them)")
+	}
 	opts := &server.Options{
 		Host:                   host,
 		Port:                   port,
@@ -144,6 +161,23 @@ func (cfg EmbeddedConfig) options() (*server.Options, error) {
 		opts.TLSConfig = tc
 		opts.TLSVerify = tc.ClientAuth == tls.RequireAndVerifyClientCert
 		opts.TLSTimeout = 5
+	}
+	if len(cfg.Users) > 0 {
+		// verify_and_map: the certificate's URI SAN (its SPIFFE ID)
+		// names the user, whose permissions apply.
+		opts.TLSMap = true
+		ids := make([]string, 0, len(cfg.Users))
+		for id := range cfg.Users {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		for _, id := range ids {
+			p := cfg.Users[id]
+			opts.Users = append(opts.Users, &server.User{Username: id, Permissions: &server.Permissions{
+				Publish:   &server.SubjectPermission{Allow: append([]string(nil), p.Publish...)},
+				Subscribe: &server.SubjectPermission{Allow: append([]string(nil), p.Subscribe...)},
+			}})
+		}
 	}
 	return opts, nil
 }

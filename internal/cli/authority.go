@@ -208,6 +208,7 @@ func startControlPlane(ctx context.Context, cfg *Config, log *slog.Logger, dev b
 			Port:     0,
 			TLS:      natsTLS,
 			StoreDir: filepath.Join(cfg.DataDir, "nats"),
+			Users:    busPermissions(p.auth.TrustDomain().Name()),
 		})
 		if err != nil {
 			return nil, err
@@ -240,6 +241,32 @@ func startControlPlane(ctx context.Context, cfg *Config, log *slog.Logger, dev b
 	}
 	ok = true
 	return p, nil
+}
+
+// busPermissions is least privilege on the embedded bus (seed 002, rule
+// 5): each ward component identity may publish and subscribe only where
+// its job needs; any other certificate is refused.
+func busPermissions(td string) map[string]bus.Permissions {
+	id := func(name string) string { return "spiffe://" + td + "/ward/" + name }
+	auditStream := []string{"$JS.API.INFO", "$JS.API.STREAM.INFO.WARD_AUDIT", "$JS.API.STREAM.CREATE.WARD_AUDIT", "$JS.API.STREAM.UPDATE.WARD_AUDIT"}
+	return map[string]bus.Permissions{
+		// Replicas' change log and the credential revocation feed.
+		id("authority"): {
+			Publish:   []string{bus.SubjectEvents, bus.SubjectCredentialRevocations},
+			Subscribe: []string{bus.SubjectEvents, bus.SubjectCredentialRevocations, "_INBOX.>"},
+		},
+		// The agent: its audit events and heartbeats, acknowledged.
+		id("agent"): {
+			Publish:   append([]string{"ward.v1.audit.events.*", "ward.v1.audit.heartbeat.*"}, auditStream...),
+			Subscribe: []string{"_INBOX.>"},
+		},
+		// The collector: its durable consumer on the audit stream.
+		id("audit"): {
+			Publish: append([]string{"$JS.API.CONSUMER.*.WARD_AUDIT.>", "$JS.API.CONSUMER.DURABLE.CREATE.WARD_AUDIT.>",
+				"$JS.API.CONSUMER.MSG.NEXT.WARD_AUDIT.>", "$JS.ACK.WARD_AUDIT.>"}, auditStream...),
+			Subscribe: []string{"_INBOX.>"},
+		},
+	}
 }
 
 func (p *controlPlane) run(ctx context.Context) error {

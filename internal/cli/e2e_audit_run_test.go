@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"os"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/wardsec/ward/audit"
 )
@@ -100,4 +104,37 @@ func TestAuditStandalone(t *testing.T) {
 		_, err := d.ward("audit", "verify", "--db", db)
 		return err == nil
 	})
+
+	// Least privilege on the bus: the agent's identity may not read or
+	// write the authority's change log.
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "agent", "svid.pem"), filepath.Join(dir, "agent", "svid.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	bundle, _ := os.ReadFile(d.vars["WARD_CA_BUNDLE"])
+	pool.AppendCertsFromPEM(bundle)
+	errs := make(chan error, 10)
+	nc, err := nats.Connect(d.vars["WARD_NATS_URL"], nats.Secure(&tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := nc.SubscribeSync("ward.v1.events"); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Publish("ward.v1.events", []byte(`{"seq":1,"kind":"bundle"}`))
+	_ = nc.Flush()
+	violations := 0
+	for timeout := time.After(3 * time.Second); violations < 2; {
+		select {
+		case err := <-errs:
+			if strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+				violations++
+			}
+		case <-timeout:
+			t.Fatalf("%d permission violations reported, want 2 (subscribe and publish)", violations)
+		}
+	}
 }
