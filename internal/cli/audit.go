@@ -26,7 +26,8 @@ type AuditConfig struct {
 	// Dir holds the audit files services write (WARD_AUDIT_DIR of the
 	// SDK) and the agent tails (default <data_dir>/audit). Env WARD_AUDIT_DIR.
 	Dir string `yaml:"dir"`
-	// DB is the collector's SQLite database (default <data_dir>/audit.db).
+	// DB is the collector's database: a SQLite file (default
+	// <data_dir>/audit.db) or a postgres:// URL.
 	// Env WARD_AUDIT_DB.
 	DB string `yaml:"db"`
 	// KeyFile holds the collector's checkpoint signing key (default
@@ -177,7 +178,7 @@ func newAuditCmd(g *globals) *cobra.Command {
 			return nil, err
 		}
 		cfg.Audit.setDB(db)
-		if _, err := os.Stat(cfg.Audit.DB); err != nil {
+		if _, err := os.Stat(cfg.Audit.DB); err != nil && !strings.HasPrefix(cfg.Audit.DB, "postgres") {
 			return nil, usageError{fmt.Errorf("no audit database at %s (--db, or audit.db in the config)", cfg.Audit.DB)}
 		}
 		return cfg, nil

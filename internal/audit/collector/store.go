@@ -13,15 +13,36 @@ import (
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
+	_ "modernc.org/sqlite"             // the "sqlite" database/sql driver
 
 	"github.com/wardsec/ward/audit"
 )
 
-// Store is the collector's own database (SQLite): events with their
-// per-source hash chain, and signed checkpoints.
+// Store is the collector's own database — SQLite by default, PostgreSQL
+// for production: events with their per-source hash chain, and signed
+// checkpoints.
 type Store struct {
 	db *sql.DB
+	pg bool
+}
+
+// q rewrites ? placeholders as $1, $2, … for PostgreSQL.
+func (s *Store) q(query string) string {
+	if !s.pg {
+		return query
+	}
+	var b strings.Builder
+	n := 0
+	for _, c := range query {
+		if c == '?' {
+			n++
+			fmt.Fprintf(&b, "$%d", n)
+			continue
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
 }
 
 const schema = `
@@ -54,8 +75,50 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 `
 
-// OpenStore opens (creating) the SQLite database at path.
+const schemaPG = `
+CREATE TABLE IF NOT EXISTS events (
+	id       BIGSERIAL PRIMARY KEY,
+	source   TEXT NOT NULL,
+	seq      BIGINT NOT NULL,
+	msg_id   TEXT NOT NULL UNIQUE,
+	time     BIGINT NOT NULL,
+	kind     TEXT NOT NULL,
+	cid      TEXT NOT NULL,
+	caller   TEXT NOT NULL,
+	usr      TEXT NOT NULL,
+	decision TEXT NOT NULL,
+	data     BYTEA NOT NULL,
+	prev     BYTEA NOT NULL,
+	hash     BYTEA NOT NULL,
+	UNIQUE (source, seq)
+);
+CREATE INDEX IF NOT EXISTS events_cid ON events (cid, time);
+CREATE INDEX IF NOT EXISTS events_caller ON events (caller, time);
+CREATE INDEX IF NOT EXISTS events_usr ON events (usr, time);
+CREATE INDEX IF NOT EXISTS events_kind ON events (kind, time);
+CREATE INDEX IF NOT EXISTS events_time ON events (time);
+CREATE TABLE IF NOT EXISTS checkpoints (
+	id         BIGSERIAL PRIMARY KEY,
+	size       BIGINT NOT NULL,
+	note       TEXT NOT NULL,
+	created_at BIGINT NOT NULL
+);
+`
+
+// OpenStore opens (creating its tables) the collector's database: a
+// postgres:// URL, or else a SQLite file path.
 func OpenStore(ctx context.Context, path string) (*Store, error) {
+	if strings.HasPrefix(path, "postgres://") || strings.HasPrefix(path, "postgresql://") {
+		db, err := sql.Open("pgx", path)
+		if err != nil {
+			return nil, fmt.Errorf("collector: open PostgreSQL: %w", err)
+		}
+		if _, err := db.ExecContext(ctx, schemaPG); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("collector: schema: %w", err)
+		}
+		return &Store{db: db, pg: true}, nil
+	}
 	q := url.Values{}
 	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "synchronous(NORMAL)", "foreign_keys(ON)"} {
 		q.Add("_pragma", p)
@@ -133,8 +196,8 @@ func (s *Store) Insert(ctx context.Context, batch []Incoming) (hashes [][]byte, 
 		return nil, 0, err
 	}
 	defer tx.Rollback()
-	ins, err := tx.PrepareContext(ctx, `INSERT INTO events (source, seq, msg_id, time, kind, cid, caller, usr, decision, data, prev, hash)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (msg_id) DO NOTHING`)
+	ins, err := tx.PrepareContext(ctx, s.q(`INSERT INTO events (source, seq, msg_id, time, kind, cid, caller, usr, decision, data, prev, hash)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (msg_id) DO NOTHING`))
 	if err != nil {
 		return nil, 0, err
 	}
@@ -146,7 +209,7 @@ func (s *Store) Insert(ctx context.Context, batch []Incoming) (hashes [][]byte, 
 	for _, m := range batch {
 		head, ok := heads[m.Source]
 		if !ok {
-			err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM events WHERE source = ? ORDER BY seq DESC LIMIT 1`, m.Source).Scan(&head.seq, &head.hash)
+			err := tx.QueryRowContext(ctx, s.q(`SELECT seq, hash FROM events WHERE source = ? ORDER BY seq DESC LIMIT 1`), m.Source).Scan(&head.seq, &head.hash)
 			if errors.Is(err, sql.ErrNoRows) {
 				head.hash = make([]byte, 32)
 			} else if err != nil {
@@ -203,7 +266,7 @@ func (s *Store) allHashes(ctx context.Context, fn func(id int64, h []byte) error
 
 // AddCheckpoint stores a signed checkpoint note.
 func (s *Store) AddCheckpoint(ctx context.Context, size int64, note string, at time.Time) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO checkpoints (size, note, created_at) VALUES (?, ?, ?)`, size, note, at.UnixMicro())
+	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO checkpoints (size, note, created_at) VALUES (?, ?, ?)`), size, note, at.UnixMicro())
 	return err
 }
 
@@ -265,7 +328,7 @@ func (s *Store) Find(ctx context.Context, q Query) ([]Row, error) {
 	if limit <= 0 || limit > 100000 {
 		limit = 1000
 	}
-	rows, err := s.db.QueryContext(ctx, sqlq+order+fmt.Sprintf(" LIMIT %d", limit), args...)
+	rows, err := s.db.QueryContext(ctx, s.q(sqlq+order+fmt.Sprintf(" LIMIT %d", limit)), args...)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,79 @@
+package collector
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wardsec/ward/internal/store/storetest"
+)
+
+// TestStoreBackends runs the store's contract on SQLite and, when
+// WARD_TEST_POSTGRES_DSN is set, PostgreSQL.
+func TestStoreBackends(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { testStore(t, filepath.Join(t.TempDir(), "a.db")) })
+	t.Run("postgres", func(t *testing.T) { testStore(t, storetest.PostgresDSN(t)) })
+}
+
+func testStore(t *testing.T, dsn string) {
+	ctx := context.Background()
+	st, err := OpenStore(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ev := func(i int, src string) Incoming {
+		return Incoming{Source: src, MsgID: fmt.Sprintf("%s-%d", src, i),
+			Data: []byte(fmt.Sprintf(`{"v":1,"kind":"authz.decision","time":"2026-11-24T00:00:%02dZ","cid":"c%d","user":"u%d","decision":"allow"}`, i%60, i%3, i))}
+	}
+	var batch []Incoming
+	for i := range 10 {
+		batch = append(batch, ev(i, "h1"), ev(i, "h2"))
+	}
+	batch = append(batch, Incoming{Source: "h1", MsgID: "garbage", Data: []byte("\x00 not json")})
+	hashes, dups, err := st.Insert(ctx, batch)
+	if err != nil || len(hashes) != 21 || dups != 0 {
+		t.Fatalf("insert: %d hashes, %d dups, %v", len(hashes), dups, err)
+	}
+	// Redelivered: nothing stored twice.
+	hashes, dups, err = st.Insert(ctx, batch[:5])
+	if err != nil || len(hashes) != 0 || dups != 5 {
+		t.Fatalf("redelivery: %d hashes, %d dups, %v", len(hashes), dups, err)
+	}
+	if n, _ := st.Count(ctx); n != 21 {
+		t.Fatalf("count %d", n)
+	}
+	rows, err := st.Find(ctx, Query{CorrelationID: "c1", Decision: "allow", Since: time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)})
+	if err != nil || len(rows) != 6 {
+		t.Fatalf("find c1: %d %v", len(rows), err)
+	}
+	rows, _ = st.Find(ctx, Query{User: "u3"})
+	if len(rows) != 2 {
+		t.Fatalf("find u3: %d", len(rows))
+	}
+	// Checkpoint, verify, tamper.
+	var tr tree
+	if err := st.allHashes(ctx, func(_ int64, h []byte) error { tr.append(h); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	cp := Checkpoint{Origin: "ward.test/audit", Size: tr.size, Root: tr.root()}
+	if err := st.AddCheckpoint(ctx, cp.Size, SignNote(cp.Text(), cp.Origin, key), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	vk := VerifierKey(cp.Origin, key.Public().(ed25519.PublicKey))
+	if res, err := st.Verify(ctx, vk); err != nil || res.Broken != "" || res.Events != 21 || res.Checkpoints != 1 {
+		t.Fatalf("verify: %+v %v", res, err)
+	}
+	if _, err := st.db.ExecContext(ctx, st.q(`DELETE FROM events WHERE msg_id = ?`), "h2-9"); err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := st.Verify(ctx, vk); !strings.Contains(res.Broken, "does not link") && !strings.Contains(res.Broken, "sequence") && !strings.Contains(res.Broken, "deleted") {
+		t.Fatalf("deleted event verified: %+v", res)
+	}
+}
