@@ -12,6 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/wardsec/ward/audit"
 	"github.com/wardsec/ward/internal/ca"
 	"github.com/wardsec/ward/internal/store"
 )
@@ -110,7 +111,15 @@ func (a *Authority) adminGate(act action, teamScoped bool, h adminHandler) http.
 			a.log.InfoContext(r.Context(), "admin request forbidden", "token_id", p.id, "method", r.Method, "path", r.URL.Path)
 			return errForbidden("this admin token's roles do not allow this operation")
 		}
-		return h(w, r, p)
+		if err := h(w, r, p); err != nil {
+			return err
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			// Every successful change through the admin API, by whom.
+			a.record(audit.Event{Kind: audit.KindAdminPrefix + strings.ToLower(r.Method), User: p.name, Action: r.Method,
+				Resource: r.Pattern, Decision: audit.Allow, Extra: map[string]any{"token_id": p.id, "path": r.URL.Path}})
+		}
+		return nil
 	})
 }
 

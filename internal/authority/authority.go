@@ -39,6 +39,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/time/rate"
 
+	"github.com/wardsec/ward/audit"
 	"github.com/wardsec/ward/internal/bus"
 	"github.com/wardsec/ward/internal/kms"
 	"github.com/wardsec/ward/internal/store"
@@ -70,6 +71,11 @@ var (
 type Bus interface {
 	Publish(ctx context.Context, subject string, data []byte) error
 	Subscribe(subject string, fn func(subject string, data []byte)) (func() error, error)
+}
+
+// Recorder records audit events (*audit.Writer).
+type Recorder interface {
+	Write(e audit.Event)
 }
 
 // eventsSubject carries notifications {"seq":N,"kind":"..."} of the
@@ -122,6 +128,11 @@ type Config struct {
 	// limit off (use that behind a load balancer that hides client
 	// addresses, where all clients would share one budget).
 	AuthFailureBurst int
+	// Audit, if set, receives the authority's audit events: svid.issued,
+	// svid.revoked, token.issued, token.revoked, catalog.approved and
+	// admin.<method> for every successful change through the admin API.
+	// An *audit.Writer implements it.
+	Audit Recorder
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
 
@@ -173,6 +184,7 @@ type Authority struct {
 	interTTL  time.Duration
 	tun       tunables
 	failures  *failureLimiter // failed authentications per client address
+	audit     Recorder        // nil: no audit events
 
 	signingKey ed25519.PrivateKey
 	cas        atomic.Pointer[caState]      // current CA view, replaced on reload
@@ -252,6 +264,7 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 		ips:       ips,
 		svidTTL:   ttls,
 		tun:       defaultTunables,
+		audit:     cfg.Audit,
 	}
 	if cfg.tun != nil {
 		a.tun = *cfg.tun
@@ -374,4 +387,11 @@ func (a *Authority) svidTTLFor(svc store.Service) time.Duration {
 		ttl = time.Hour
 	}
 	return min(max(ttl, minSVIDTTL), maxSVIDTTL)
+}
+
+// record writes an audit event when auditing is on.
+func (a *Authority) record(e audit.Event) {
+	if a.audit != nil {
+		a.audit.Write(e)
+	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/wardsec/ward/audit"
 	"github.com/wardsec/ward/internal/catalog"
 	"github.com/wardsec/ward/internal/problem"
 	"github.com/wardsec/ward/internal/store"
@@ -575,6 +576,10 @@ func (a *Authority) decide(w http.ResponseWriter, r *http.Request, p *principal,
 	a.metrics.catalogDecisions.WithLabelValues(state).Inc()
 	a.log.InfoContext(ctx, "access request decided", "request", req.ID, "decision", state, "consumer", req.Consumer,
 		"provider", req.Provider, "resource", req.Resource, "actions", strings.Join(req.Actions, ","), "by", p.id, "role", role)
+	kind := "catalog." + state // catalog.approved, catalog.denied
+	a.record(audit.Event{Kind: kind, User: p.name, Caller: req.Consumer, Resource: req.Provider + "/" + req.Resource,
+		Action: strings.Join(req.Actions, ","), Decision: map[bool]string{true: audit.Allow, false: audit.Deny}[state == store.RequestApproved],
+		Reason: reason, Extra: map[string]any{"request": req.ID, "role": role}})
 	if state == store.RequestApproved {
 		if err := a.listChanged(ctx, req.Provider, version); err != nil {
 			return err

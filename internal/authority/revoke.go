@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/wardsec/ward/audit"
 	"github.com/wardsec/ward/internal/ca"
 	"github.com/wardsec/ward/internal/store"
 )
@@ -83,6 +84,7 @@ func (a *Authority) revokeSerials(ctx context.Context, serials []string, reason 
 		return revoked, err
 	}
 	a.metrics.revocations.WithLabelValues("serial").Add(float64(len(revoked)))
+	a.record(audit.Event{Kind: audit.KindSVIDRevoked, Reason: reasonName(reason), Extra: map[string]any{"serials": revoked}})
 	if sync {
 		a.syncEvents(ctx)
 	}

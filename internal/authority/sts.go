@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wardsec/ward/audit"
 	"github.com/wardsec/ward/internal/bus"
 	"github.com/wardsec/ward/internal/store"
 	"github.com/wardsec/ward/internal/sts"
@@ -34,7 +35,12 @@ func (a *Authority) newSTS(ctx context.Context) (*sts.Service, error) {
 		TrustDomain: a.td,
 		Logger:      a.log,
 		Now:         a.now,
+		OnIssue: func(grant string, c sts.Claims) {
+			a.record(audit.Event{Kind: audit.KindTokenIssued, Caller: c.ClientID, User: c.Subject, Action: grant,
+				Resource: strings.Join(c.Audience, " "), Decision: audit.Allow, Extra: map[string]any{"jti": c.ID, "scope": c.Scope, "exp": c.Expiry}})
+		},
 		OnRevoke: func(ctx context.Context, kind, id string, expiresAt time.Time) error {
+			a.record(audit.Event{Kind: audit.KindTokenRevoked, Resource: kind, Extra: map[string]any{"id": id}})
 			p := credentialRevocationPayload{Kind: kind, ID: id, ExpiresAt: expiresAt.UTC()}
 			if _, err := a.appendEvent(ctx, kindCredentialRevocation, p); err != nil {
 				return err

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/wardsec/ward/audit"
 	"github.com/wardsec/ward/internal/ca"
 	"github.com/wardsec/ward/internal/problem"
 	"github.com/wardsec/ward/internal/store"
@@ -132,6 +133,8 @@ func (a *Authority) issue(ctx context.Context, svc store.Service, csrData []byte
 		return IssuedSVID{}, ErrServiceRevoked
 	}
 	a.metrics.issued.WithLabelValues(kind).Inc()
+	a.record(audit.Event{Kind: audit.KindSVIDIssued, Caller: id.String(), Action: kind, Decision: audit.Allow,
+		Extra: map[string]any{"serial": serial, "instance": instance, "not_after": leaf.NotAfter.UTC()}})
 	return IssuedSVID{
 		ID:           id,
 		Serial:       serial,

@@ -16,6 +16,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/wardsec/ward/audit"
 	"github.com/wardsec/ward/internal/ca"
 	"github.com/wardsec/ward/internal/store"
 )
@@ -118,6 +119,10 @@ func (a *Authority) issueOwn(ctx context.Context, id spiffeid.ID, pub crypto.Pub
 		return nil, nil, fmt.Errorf("authority: persist %s certificate: %w", id, err)
 	}
 	a.metrics.issued.WithLabelValues(kind).Inc()
+	if kind != "serving" && kind != "signing" {
+		a.record(audit.Event{Kind: audit.KindSVIDIssued, Caller: id.String(), Action: kind, Decision: audit.Allow,
+			Extra: map[string]any{"serial": ca.SerialHex(leaf.SerialNumber), "not_after": leaf.NotAfter.UTC()}})
+	}
 	return leaf, iss, nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/wardsec/ward/audit"
 	"github.com/wardsec/ward/internal/authority"
 	"github.com/wardsec/ward/internal/bus"
 	"github.com/wardsec/ward/internal/kms"
@@ -124,6 +125,7 @@ type controlPlane struct {
 	// components are the in-process SVIDs of ward's own parts (bus client,
 	// embedded NATS server), refreshed in the background.
 	components []*componentCert
+	auditW     *audit.Writer  // the authority's audit events
 	edge       *componentCert // ward dev: the gateway's external certificate
 	auditCert  *componentCert // ward dev: the audit collector's bus identity
 	agentCert  *componentCert // ward dev: the audit agent's bus identity
@@ -167,7 +169,13 @@ func startControlPlane(ctx context.Context, cfg *Config, log *slog.Logger, dev b
 		cfg.Authority.PublicURL = "https://" + p.ln.Addr().String()
 	}
 	lb := &lateBus{}
+	// The authority's audit events go to the local audit directory, which
+	// the host's agent ships (ward dev's embedded one).
+	if p.auditW, err = audit.NewWriter(audit.Config{Dir: cfg.Audit.Dir, Service: "ward-authority"}); err != nil {
+		return nil, fmt.Errorf("authority audit: %w", err)
+	}
 	p.auth, err = authority.New(ctx, authority.Config{
+		Audit:     p.auditW,
 		Store:     p.store,
 		KMS:       k,
 		Bus:       lb,
@@ -284,6 +292,9 @@ func (p *controlPlane) run(ctx context.Context) error {
 func (p *controlPlane) close() {
 	if p.auth != nil {
 		_ = p.auth.Close()
+	}
+	if p.auditW != nil {
+		_ = p.auditW.Close()
 	}
 	if p.conn != nil {
 		p.conn.Close()

@@ -288,6 +288,9 @@ func (s *Service) exchange(form url.Values, c store.OAuthClient, p Peer) (any, e
 		return nil, err
 	}
 	s.log.Info("token exchanged", "client_id", c.ID, "sub", claims.Subject, "actor", actorSub, "chain", act.depth(), "jti", jti)
+	if s.cfg.OnIssue != nil {
+		s.cfg.OnIssue(GrantTokenExchange, claims)
+	}
 	return tokenResponse{AccessToken: tok, IssuedTokenType: tokenTypeAccess, TokenType: "Bearer", ExpiresIn: exp - now.Unix(), Scope: claims.Scope}, nil
 }
 
@@ -344,6 +347,9 @@ func (s *Service) token(r *http.Request, form url.Values, p Peer, hasPeer bool) 
 	tok, err := s.mint(c.TokenAlg, claims)
 	if err != nil {
 		return nil, err
+	}
+	if s.cfg.OnIssue != nil {
+		s.cfg.OnIssue(GrantClientCredentials, claims)
 	}
 	return tokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: int64(ttl / 1e9), Scope: claims.Scope}, nil
 }

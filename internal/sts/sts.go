@@ -82,6 +82,9 @@ type Config struct {
 	// jti, "apikey" with the key ID, "client" with the client ID); nil
 	// ignores them.
 	OnRevoke func(ctx context.Context, kind, id string, expiresAt time.Time) error
+	// OnIssue, if set, is called for every token issued (grant is
+	// client_credentials or token-exchange), after it was signed.
+	OnIssue func(grant string, c Claims)
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Now; nil means time.Now.
