@@ -174,6 +174,8 @@ func startControlPlane(ctx context.Context, cfg *Config, log *slog.Logger, dev b
 	if p.auditW, err = audit.NewWriter(audit.Config{Dir: cfg.Audit.Dir, Service: "ward-authority"}); err != nil {
 		return nil, fmt.Errorf("authority audit: %w", err)
 	}
+	reg := telemetry.NewRegistry()
+	reg.MustRegister(auditDropMetric(p.auditW))
 	p.auth, err = authority.New(ctx, authority.Config{
 		Audit:     p.auditW,
 		Store:     p.store,
@@ -182,7 +184,7 @@ func startControlPlane(ctx context.Context, cfg *Config, log *slog.Logger, dev b
 		PublicURL: cfg.Authority.PublicURL,
 		Hostnames: cfg.Authority.Hostnames,
 		Logger:    log,
-		Registry:  telemetry.NewRegistry(),
+		Registry:  reg,
 		SVIDTTL:   ttls,
 
 		AuthFailureBurst: cfg.Authority.AuthFailureBurst,

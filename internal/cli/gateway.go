@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/wardsec/ward/audit"
@@ -156,6 +157,7 @@ func (gr gatewayRun) run(ctx context.Context, ln net.Listener) error {
 	opts.Certificate = gr.certificate
 	opts.Logger = gr.log.With("component", "gateway")
 	opts.Registry = telemetry.NewRegistry()
+	opts.Registry.MustRegister(auditDropMetric(aw))
 	gw, err := gateway.New(opts)
 	if err != nil {
 		return err
@@ -177,6 +179,16 @@ func (gr gatewayRun) run(ctx context.Context, ln net.Listener) error {
 		err = serr
 	}
 	return err
+}
+
+// auditDropMetric exposes a writer's dropped events as
+// ward_audit_events_dropped_total{writer}: drops are never silent.
+func auditDropMetric(w *audit.Writer) prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name:        "ward_audit_events_dropped_total",
+		Help:        "Audit events the local writer had to drop (its buffer stayed full); each drop is also reported as an audit.dropped event.",
+		ConstLabels: prometheus.Labels{"writer": filepath.Base(w.Path())},
+	}, func() float64 { return float64(w.Dropped()) })
 }
 
 // GatewayConfig is the gateway section of the config file.

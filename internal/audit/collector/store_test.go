@@ -77,3 +77,33 @@ func testStore(t *testing.T, dsn string) {
 		t.Fatalf("deleted event verified: %+v", res)
 	}
 }
+
+// Events whose clocks are wrong are stored as they are (in arrival
+// order, chained) and found; the time range filters on their own time.
+func TestClockSkew(t *testing.T) {
+	ctx := context.Background()
+	st, err := OpenStore(ctx, filepath.Join(t.TempDir(), "a.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var batch []Incoming
+	for i, ts := range []string{"2099-01-01T00:00:00Z", "1970-01-01T00:00:01Z", "2026-11-24T00:00:00Z"} {
+		batch = append(batch, Incoming{Source: "h", MsgID: fmt.Sprint(i), Data: []byte(`{"v":1,"kind":"k","cid":"skew","time":"` + ts + `"}`)})
+	}
+	if _, _, err := st.Insert(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	rows, _ := st.Find(ctx, Query{CorrelationID: "skew"})
+	if len(rows) != 3 || !strings.Contains(string(rows[0].Event), "1970") || !strings.Contains(string(rows[2].Event), "2099") {
+		t.Fatalf("skewed events: %d", len(rows))
+	}
+	rows, _ = st.Find(ctx, Query{Since: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Until: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)})
+	if len(rows) != 1 {
+		t.Fatalf("time range: %d", len(rows))
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	if res, err := st.Verify(ctx, VerifierKey("o", key.Public().(ed25519.PublicKey))); err != nil || res.Broken != "" || res.Events != 3 {
+		t.Fatalf("verify: %+v %v", res, err)
+	}
+}
