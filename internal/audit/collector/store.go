@@ -196,17 +196,64 @@ func (s *Store) Insert(ctx context.Context, batch []Incoming) (hashes [][]byte, 
 		return nil, 0, err
 	}
 	defer tx.Rollback()
-	ins, err := tx.PrepareContext(ctx, s.q(`INSERT INTO events (source, seq, msg_id, time, kind, cid, caller, usr, decision, data, prev, hash)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (msg_id) DO NOTHING`))
-	if err != nil {
-		return nil, 0, err
+	// Which messages are stored already (redeliveries, retried publishes)?
+	stored := map[string]bool{}
+	const idChunk = 500
+	for i := 0; i < len(batch); i += idChunk {
+		part := batch[i:min(i+idChunk, len(batch))]
+		args := make([]any, len(part))
+		for j, m := range part {
+			args[j] = m.MsgID
+		}
+		rows, err := tx.QueryContext(ctx, s.q(`SELECT msg_id FROM events WHERE msg_id IN (?`+strings.Repeat(", ?", len(part)-1)+`)`), args...)
+		if err != nil {
+			return nil, 0, err
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return nil, 0, err
+			}
+			stored[id] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, 0, err
+		}
 	}
-	defer ins.Close()
 	heads := map[string]struct {
 		seq  int64
 		hash []byte
 	}{}
+	const cols = 12
+	var vals []any
+	flush := func() error {
+		if len(vals) == 0 {
+			return nil
+		}
+		n := len(vals) / cols
+		row := "(?" + strings.Repeat(", ?", cols-1) + ")"
+		q := `INSERT INTO events (source, seq, msg_id, time, kind, cid, caller, usr, decision, data, prev, hash) VALUES ` +
+			row + strings.Repeat(", "+row, n-1) + ` ON CONFLICT (msg_id) DO NOTHING`
+		res, err := tx.ExecContext(ctx, s.q(q), vals...)
+		if err != nil {
+			return err
+		}
+		if got, _ := res.RowsAffected(); got != int64(n) {
+			// Another collector stored some of them meanwhile: start over.
+			return fmt.Errorf("collector: %d of %d events stored concurrently by another collector", int64(n)-got, n)
+		}
+		vals = vals[:0]
+		return nil
+	}
+	const rowChunk = 200
 	for _, m := range batch {
+		if stored[m.MsgID] {
+			dups++
+			continue
+		}
+		stored[m.MsgID] = true // a message twice in one batch
 		head, ok := heads[m.Source]
 		if !ok {
 			err := tx.QueryRowContext(ctx, s.q(`SELECT seq, hash FROM events WHERE source = ? ORDER BY seq DESC LIMIT 1`), m.Source).Scan(&head.seq, &head.hash)
@@ -222,21 +269,21 @@ func (s *Store) Insert(ctx context.Context, batch []Incoming) (hashes [][]byte, 
 		}
 		seq := head.seq + 1
 		h := chainHash(head.hash, m.Source, seq, m.MsgID, m.Data)
-		res, err := ins.ExecContext(ctx, m.Source, seq, m.MsgID, e.Time.UnixMicro(), e.Kind, e.CorrelationID, e.Caller, e.User,
+		vals = append(vals, m.Source, seq, m.MsgID, e.Time.UnixMicro(), e.Kind, e.CorrelationID, e.Caller, e.User,
 			e.Decision, m.Data, head.hash, h)
-		if err != nil {
-			return nil, 0, err
-		}
-		if n, _ := res.RowsAffected(); n == 0 { // stored before: a redelivery or a retried publish
-			dups++
-			heads[m.Source] = head
-			continue
-		}
 		heads[m.Source] = struct {
 			seq  int64
 			hash []byte
 		}{seq, h}
 		hashes = append(hashes, h)
+		if len(vals) >= rowChunk*cols {
+			if err := flush(); err != nil {
+				return nil, 0, err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return nil, 0, err
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, 0, err
