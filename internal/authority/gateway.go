@@ -56,8 +56,24 @@ const (
 	maxPassportAhead = 48 * time.Hour
 )
 
+// hostRE is a host name in a per-host component identity: one DNS label,
+// which is also a NATS subject token.
+var hostRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// validComponent reports whether name is a component that may hold a
+// bootstrap token: gateway, audit, agent, or agent/<host> (an agent bound
+// to one host, which may publish only that host's audit events).
+func validComponent(name string) bool {
+	base, host, perHost := strings.Cut(name, "/")
+	if !components[base] {
+		return false
+	}
+	return !perHost || (base == "agent" && hostRE.MatchString(host))
+}
+
+// componentID is spiffe://<td>/ward/<name> (name may be agent/<host>).
 func (a *Authority) componentID(name string) spiffeid.ID {
-	id, _ := spiffeid.FromSegments(a.td, "ward", name)
+	id, _ := spiffeid.FromSegments(a.td, append([]string{"ward"}, strings.Split(name, "/")...)...)
 	return id
 }
 
@@ -85,7 +101,7 @@ func (a *Authority) CreateComponentToken(ctx context.Context, component string, 
 }
 
 func (a *Authority) createComponentToken(ctx context.Context, component string, ttl time.Duration) (store.ComponentToken, string, error) {
-	if !components[component] {
+	if !validComponent(component) {
 		return store.ComponentToken{}, "", errNotFound(fmt.Sprintf("no component %s (components that take bootstrap tokens: gateway, agent, audit)", quote(component)))
 	}
 	if ttl < time.Minute || ttl > 720*time.Hour {
@@ -111,7 +127,8 @@ func (a *Authority) createComponentToken(ctx context.Context, component string, 
 // POST /v1/components/{component}/bootstrap-token {"ttl":"24h"}
 func (a *Authority) handleCreateComponentToken(w http.ResponseWriter, r *http.Request, p *principal) error {
 	var req struct {
-		TTL string `json:"ttl"`
+		TTL  string `json:"ttl"`
+		Host string `json:"host"`
 	}
 	if err := decodeJSON(r, &req, true); err != nil {
 		return err
@@ -125,6 +142,12 @@ func (a *Authority) handleCreateComponentToken(w http.ResponseWriter, r *http.Re
 		ttl = d
 	}
 	component := r.PathValue("component")
+	if req.Host != "" {
+		if component != "agent" || !hostRE.MatchString(req.Host) {
+			return errBadRequest("host binds an agent to one host: only for component agent, and one lower-case DNS label")
+		}
+		component += "/" + req.Host
+	}
 	t, token, err := a.createComponentToken(r.Context(), component, ttl)
 	if err != nil {
 		return err
@@ -180,7 +203,7 @@ func (a *Authority) componentBootstrap(r *http.Request) (store.ComponentToken, b
 		return store.ComponentToken{}, false, nil
 	case err != nil:
 		return store.ComponentToken{}, false, fmt.Errorf("authority: component token lookup: %w", err)
-	case !sameHash(t.Hash, h) || t.RevokedAt != nil || (t.ExpiresAt != nil && !a.now().Before(*t.ExpiresAt)) || !components[t.Component]:
+	case !sameHash(t.Hash, h) || t.RevokedAt != nil || (t.ExpiresAt != nil && !a.now().Before(*t.ExpiresAt)) || !validComponent(t.Component):
 		a.log.InfoContext(r.Context(), "component bootstrap token refused", "token_fp", tokenFingerprint(tok), "token_id", t.ID, "remote", r.RemoteAddr)
 		return store.ComponentToken{}, true, errUnauthorized("invalid, expired or revoked bootstrap token")
 	}
@@ -209,7 +232,7 @@ func (a *Authority) issueComponentSVID(ctx context.Context, component string, cs
 // renewComponent reissues a component SVID to its holder.
 func (a *Authority) renewComponent(w http.ResponseWriter, r *http.Request, p peer) (bool, error) {
 	comp, ok := strings.CutPrefix(p.id.Path(), "/ward/")
-	if !ok || p.id.TrustDomain() != a.td || !components[comp] {
+	if !ok || p.id.TrustDomain() != a.td || !validComponent(comp) {
 		return false, nil
 	}
 	csr, err := readCSR(r)

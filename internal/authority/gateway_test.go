@@ -333,3 +333,37 @@ func FuzzRouteValidation(f *testing.F) {
 		}
 	})
 }
+
+// An agent token may be bound to a host: its SVID is
+// spiffe://<td>/ward/agent/<host>, renewable; hosts are one DNS label and
+// only agents take them.
+func TestHostBoundAgentToken(t *testing.T) {
+	e := newEnv(t)
+	var out struct {
+		Token    string `json:"token"`
+		SPIFFEID string `json:"spiffe_id"`
+	}
+	e.admin("POST", "/v1/components/agent/bootstrap-token", map[string]string{"host": "node-17"}, http.StatusCreated, &out)
+	if out.SPIFFEID != "spiffe://ward.test/ward/agent/node-17" {
+		t.Fatalf("spiffe_id %s", out.SPIFFEID)
+	}
+	s := e.fetch(out.Token)
+	if got := s.certs[0].URIs[0].String(); got != "spiffe://ward.test/ward/agent/node-17" {
+		t.Fatalf("SVID %s", got)
+	}
+	if resp, body := e.renew(e.client(s.tlsCert()), s); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("renew: %d %s", resp.StatusCode, body)
+	}
+	for _, c := range []struct {
+		component string
+		body      map[string]string
+	}{
+		{"gateway", map[string]string{"host": "node-17"}},
+		{"agent", map[string]string{"host": "Node_17"}},
+		{"agent", map[string]string{"host": "a.b"}},
+		{"agent", map[string]string{"host": strings.Repeat("a", 64)}},
+	} {
+		resp, body := e.do(nil, "POST", "/v1/components/"+c.component+"/bootstrap-token", e.adminToken, c.body)
+		wantProblem(t, resp, body, http.StatusBadRequest, slugInvalidRequest)
+	}
+}

@@ -559,7 +559,7 @@ func BenchmarkPublish(b *testing.B) {
 	}
 }
 
-// TestEmbeddedPermissions: with Users, each identity may publish and
+// TestEmbeddedPermissions: with Permissions, each identity may publish and
 // subscribe only where its permissions say; other identities are refused.
 func TestEmbeddedPermissions(t *testing.T) {
 	ca := newTestCA(t)
@@ -569,9 +569,14 @@ func TestEmbeddedPermissions(t *testing.T) {
 		TLS:             &tls.Config{Certificates: []tls.Certificate{serverCert}},
 		ClientCAs:       ca.pool(),
 		AuthorizeClient: authorizeWard,
-		Users: map[string]Permissions{
-			authorityID.String(): {Publish: []string{"ward.v1.events"}, Subscribe: []string{"ward.v1.events", "ward.v1.audit.>"}},
-			agentID:              {Publish: []string{"ward.v1.audit.events.*"}, Subscribe: []string{"_INBOX.>"}},
+		Permissions: func(id spiffeid.ID) (Permissions, bool) {
+			switch id.String() {
+			case authorityID.String():
+				return Permissions{Publish: []string{"ward.v1.events"}, Subscribe: []string{"ward.v1.events", "ward.v1.audit.>"}}, true
+			case agentID:
+				return Permissions{Publish: []string{"ward.v1.audit.events.*"}, Subscribe: []string{"_INBOX.>"}}, true
+			}
+			return Permissions{}, false
 		},
 	})
 	authorityCert, agentCert, otherCert := ca.issue(t, authorityID.String()), ca.issue(t, agentID), ca.issue(t, "spiffe://ward.test/ward/other")
@@ -596,7 +601,7 @@ func TestEmbeddedPermissions(t *testing.T) {
 		c.Close()
 		t.Fatal("an unmapped identity connected")
 	}
-	if _, err := (EmbeddedConfig{Users: map[string]Permissions{"x": {}}}).options(); err == nil {
-		t.Fatal("Users without ClientCAs accepted")
+	if _, err := (EmbeddedConfig{Permissions: func(spiffeid.ID) (Permissions, bool) { return Permissions{}, true }}).options(); err == nil {
+		t.Fatal("Permissions without client certificates accepted")
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -49,12 +48,12 @@ type EmbeddedConfig struct {
 	// (spiffe://<td>/ward/...) and keep workloads off the bus. nil admits any
 	// client whose certificate verifies.
 	AuthorizeClient func(id spiffeid.ID) error
-	// Users, when set, maps client identities to what they may do: the
-	// key is the SPIFFE ID (URI SAN) of the client certificate, matched by
-	// the server's verify-and-map, and a certificate of any other identity
-	// is refused. Needs client certificates: ClientCAs, or a TLS config
-	// that requires them and verifies them itself (VerifyConnection).
-	Users map[string]Permissions
+	// Permissions, when set, decides what each client may do from the
+	// SPIFFE ID of its certificate, at every connection: an identity it
+	// refuses (false) cannot connect. Needs client certificates:
+	// ClientCAs, or a TLS config that requires them and verifies them
+	// itself (VerifyConnection).
+	Permissions func(id spiffeid.ID) (Permissions, bool)
 	// StoreDir turns on JetStream with its files under this directory.
 	// "" means JetStream off.
 	StoreDir string
@@ -67,6 +66,35 @@ type EmbeddedConfig struct {
 type Permissions struct {
 	Publish   []string
 	Subscribe []string
+}
+
+// spiffeAuth admits a client whose (already verified) certificate names an
+// identity Permissions accepts, with exactly those permissions.
+type spiffeAuth struct {
+	permissions func(spiffeid.ID) (Permissions, bool)
+}
+
+func (a *spiffeAuth) Check(c server.ClientAuthentication) bool {
+	if c.Kind() != server.CLIENT {
+		return false
+	}
+	cs := c.GetTLSConnectionState()
+	if cs == nil || len(cs.PeerCertificates) == 0 {
+		return false
+	}
+	id, err := x509svid.IDFromCert(cs.PeerCertificates[0])
+	if err != nil {
+		return false
+	}
+	p, ok := a.permissions(id)
+	if !ok {
+		return false
+	}
+	c.RegisterUser(&server.User{Username: id.String(), Permissions: &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: append([]string(nil), p.Publish...)},
+		Subscribe: &server.SubjectPermission{Allow: append([]string(nil), p.Subscribe...)},
+	}})
+	return true
 }
 
 // Server is an in-process NATS server.
@@ -136,8 +164,8 @@ func (cfg EmbeddedConfig) options() (*server.Options, error) {
 	if cfg.AuthorizeClient != nil && cfg.ClientCAs == nil {
 		return nil, errors.New("bus: EmbeddedConfig.AuthorizeClient needs ClientCAs")
 	}
-	if len(cfg.Users) > 0 && (cfg.TLS == nil || (cfg.ClientCAs == nil && cfg.TLS.ClientAuth < tls.RequireAnyClientCert)) {
-		return nil, errors.New("bus: EmbeddedConfig.Users needs client certificates (ClientCAs, or a TLS config that requires and verifies them)")
+	if cfg.Permissions != nil && (cfg.TLS == nil || (cfg.ClientCAs == nil && cfg.TLS.ClientAuth < tls.RequireAnyClientCert)) {
+		return nil, errors.New("bus: EmbeddedConfig.Permissions needs client certificates (ClientCAs, or a TLS config that requires and verifies them)")
 	}
 	opts := &server.Options{
 		Host:                   host,
@@ -162,22 +190,8 @@ func (cfg EmbeddedConfig) options() (*server.Options, error) {
 		opts.TLSVerify = tc.ClientAuth == tls.RequireAndVerifyClientCert
 		opts.TLSTimeout = 5
 	}
-	if len(cfg.Users) > 0 {
-		// verify_and_map: the certificate's URI SAN (its SPIFFE ID)
-		// names the user, whose permissions apply.
-		opts.TLSMap = true
-		ids := make([]string, 0, len(cfg.Users))
-		for id := range cfg.Users {
-			ids = append(ids, id)
-		}
-		sort.Strings(ids)
-		for _, id := range ids {
-			p := cfg.Users[id]
-			opts.Users = append(opts.Users, &server.User{Username: id, Permissions: &server.Permissions{
-				Publish:   &server.SubjectPermission{Allow: append([]string(nil), p.Publish...)},
-				Subscribe: &server.SubjectPermission{Allow: append([]string(nil), p.Subscribe...)},
-			}})
-		}
+	if cfg.Permissions != nil {
+		opts.CustomClientAuthentication = &spiffeAuth{permissions: cfg.Permissions}
 	}
 	return opts, nil
 }

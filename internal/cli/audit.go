@@ -122,7 +122,7 @@ func (p *controlPlane) runDevAudit(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ag, err := agent.New(agent.Config{Dir: ac.Dir, Publisher: &agent.JetStream{JS: ajs}, Host: ac.Host, Container: ac.Container,
+	ag, err := agent.New(agent.Config{Dir: ac.Dir, Publisher: &agent.JetStream{JS: ajs}, Host: devAgentHost(p.cfg), Container: ac.Container,
 		Redactor: r, Logger: p.log.With("component", "audit-agent")})
 	if err != nil {
 		return err

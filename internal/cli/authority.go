@@ -11,6 +11,7 @@ import (
 	neturl "net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/wardsec/ward/audit"
+	"github.com/wardsec/ward/internal/audit/agent"
 	"github.com/wardsec/ward/internal/authority"
 	"github.com/wardsec/ward/internal/bus"
 	"github.com/wardsec/ward/internal/kms"
@@ -214,11 +216,11 @@ func startControlPlane(ctx context.Context, cfg *Config, log *slog.Logger, dev b
 		// VerifyConnection against the live trust bundle (so a root
 		// rotation needs no restart), requiring spiffe://<td>/ward/….
 		p.nats, err = bus.StartEmbedded(bus.EmbeddedConfig{
-			Host:     "127.0.0.1",
-			Port:     0,
-			TLS:      natsTLS,
-			StoreDir: filepath.Join(cfg.DataDir, "nats"),
-			Users:    busPermissions(p.auth.TrustDomain().Name()),
+			Host:        "127.0.0.1",
+			Port:        0,
+			TLS:         natsTLS,
+			StoreDir:    filepath.Join(cfg.DataDir, "nats"),
+			Permissions: busPermissions(p.auth.TrustDomain().Name(), devAgentHost(cfg)),
 		})
 		if err != nil {
 			return nil, err
@@ -253,29 +255,55 @@ func startControlPlane(ctx context.Context, cfg *Config, log *slog.Logger, dev b
 	return p, nil
 }
 
+// devAgentHost is the host name ward dev's embedded agent publishes as.
+func devAgentHost(cfg *Config) string {
+	if cfg.Audit.Host != "" {
+		return cfg.Audit.Host
+	}
+	h, _ := os.Hostname()
+	return h
+}
+
 // busPermissions is least privilege on the embedded bus (seed 002, rule
 // 5): each ward component identity may publish and subscribe only where
-// its job needs; any other certificate is refused.
-func busPermissions(td string) map[string]bus.Permissions {
-	id := func(name string) string { return "spiffe://" + td + "/ward/" + name }
+// its job needs; any other certificate is refused. An agent bound to a
+// host (spiffe://<td>/ward/agent/<host>) may publish only that host's
+// audit subjects; ward dev's own agent (spiffe://<td>/ward/agent) only
+// devHost's.
+func busPermissions(td, devHost string) func(spiffeid.ID) (bus.Permissions, bool) {
 	auditStream := []string{"$JS.API.INFO", "$JS.API.STREAM.INFO.WARD_AUDIT", "$JS.API.STREAM.CREATE.WARD_AUDIT", "$JS.API.STREAM.UPDATE.WARD_AUDIT"}
-	return map[string]bus.Permissions{
-		// Replicas' change log and the credential revocation feed.
-		id("authority"): {
-			Publish:   []string{bus.SubjectEvents, bus.SubjectCredentialRevocations},
-			Subscribe: []string{bus.SubjectEvents, bus.SubjectCredentialRevocations, "_INBOX.>"},
-		},
-		// The agent: its audit events and heartbeats, acknowledged.
-		id("agent"): {
-			Publish:   append([]string{"ward.v1.audit.events.*", "ward.v1.audit.heartbeat.*"}, auditStream...),
+	agentPerms := func(host string) bus.Permissions {
+		return bus.Permissions{
+			Publish:   append([]string{agent.SubjectEventsPrefix + host, agent.SubjectHeartbeatPrefix + host}, auditStream...),
 			Subscribe: []string{"_INBOX.>"},
-		},
-		// The collector: its durable consumer on the audit stream.
-		id("audit"): {
-			Publish: append([]string{"$JS.API.CONSUMER.*.WARD_AUDIT.>", "$JS.API.CONSUMER.DURABLE.CREATE.WARD_AUDIT.>",
-				"$JS.API.CONSUMER.MSG.NEXT.WARD_AUDIT.>", "$JS.ACK.WARD_AUDIT.>"}, auditStream...),
-			Subscribe: []string{"_INBOX.>"},
-		},
+		}
+	}
+	return func(id spiffeid.ID) (bus.Permissions, bool) {
+		if id.TrustDomain().Name() != td {
+			return bus.Permissions{}, false
+		}
+		switch path := id.Path(); {
+		case path == "/ward/authority": // replicas' change log, credential revocation feed
+			return bus.Permissions{
+				Publish:   []string{bus.SubjectEvents, bus.SubjectCredentialRevocations},
+				Subscribe: []string{bus.SubjectEvents, bus.SubjectCredentialRevocations, "_INBOX.>"},
+			}, true
+		case path == "/ward/agent":
+			return agentPerms(agent.SubjectToken(devHost)), true
+		case strings.HasPrefix(path, "/ward/agent/"):
+			host := strings.TrimPrefix(path, "/ward/agent/")
+			if host == "" || strings.ContainsAny(host, "/.*> ") {
+				return bus.Permissions{}, false
+			}
+			return agentPerms(host), true
+		case path == "/ward/audit": // the collector's durable consumer
+			return bus.Permissions{
+				Publish: append([]string{"$JS.API.CONSUMER.*.WARD_AUDIT.>", "$JS.API.CONSUMER.DURABLE.CREATE.WARD_AUDIT.>",
+					"$JS.API.CONSUMER.MSG.NEXT.WARD_AUDIT.>", "$JS.ACK.WARD_AUDIT.>"}, auditStream...),
+				Subscribe: []string{"_INBOX.>"},
+			}, true
+		}
+		return bus.Permissions{}, false
 	}
 }
 

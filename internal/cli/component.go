@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,9 +27,9 @@ func newComponentCmd(g *globals) *cobra.Command {
 		Use:   "component",
 		Short: "Identities of ward's own processes (gateway, agent, audit)",
 	}
-	var ttl string
+	var ttl, host string
 	token := &cobra.Command{
-		Use:   "token gateway|agent|audit [--ttl 24h]",
+		Use:   "token gateway|agent|audit [--host H] [--ttl 24h]",
 		Short: "Create a bootstrap token for a ward component (printed once)",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -36,11 +37,15 @@ func newComponentCmd(g *globals) *cobra.Command {
 			if ttl != "" {
 				body["ttl"] = ttl
 			}
+			if host != "" {
+				body["host"] = host
+			}
 			_, err := g.send(cmd, http.MethodPost, "/v1/components/"+pathEscape(args[0])+"/bootstrap-token", body, "id", "spiffe_id", "token", "expires_at")
 			return err
 		},
 	}
 	token.Flags().StringVar(&ttl, "ttl", "", "lifetime of the token (default 24h)")
+	token.Flags().StringVar(&host, "host", "", "agent: bind it to this host (spiffe://<td>/ward/agent/<host>; it may publish only this host's audit events)")
 	cmd.AddCommand(token)
 	return cmd
 }
@@ -146,7 +151,14 @@ Offsets are checkpointed in audit.dir after the broker acknowledged.`,
 			if err != nil {
 				return usageError{err}
 			}
-			a, err := agent.New(agent.Config{Dir: cfg.Audit.Dir, Publisher: &agent.JetStream{JS: js}, Host: cfg.Audit.Host,
+			host := cfg.Audit.Host
+			if h, ok := strings.CutPrefix(src.ID().Path(), "/ward/agent/"); ok {
+				if host != "" && agent.SubjectToken(host) != h {
+					log.Warn("audit.host differs from the host the agent's identity is bound to; using the identity's", "audit.host", host, "identity_host", h)
+				}
+				host = h // the broker lets it publish only this host's events
+			}
+			a, err := agent.New(agent.Config{Dir: cfg.Audit.Dir, Publisher: &agent.JetStream{JS: js}, Host: host,
 				Container: cfg.Audit.Container, Redactor: r, Logger: log.With("component", "agent")})
 			if err != nil {
 				return err

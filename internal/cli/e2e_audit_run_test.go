@@ -25,21 +25,25 @@ func TestAuditStandalone(t *testing.T) {
 		t.Skip("end-to-end test")
 	}
 	d := startDev(t, t.TempDir())
-	token := func(component string) string {
+	token := func(want string, args ...string) string {
 		var tok struct {
 			Token    string `json:"token"`
 			SPIFFEID string `json:"spiffe_id"`
 		}
-		if err := json.Unmarshal([]byte(d.mustWard("component", "token", component, "-o", "json")), &tok); err != nil {
+		if err := json.Unmarshal([]byte(d.mustWard(append([]string{"component", "token", "-o", "json"}, args...)...)), &tok); err != nil {
 			t.Fatal(err)
 		}
-		if tok.SPIFFEID != "spiffe://ward.test/ward/"+component {
-			t.Fatalf("%s token for %s", component, tok.SPIFFEID)
+		if tok.SPIFFEID != "spiffe://ward.test/ward/"+want {
+			t.Fatalf("%v: token for %s", args, tok.SPIFFEID)
 		}
 		return tok.Token
 	}
-	t.Setenv("WARD_AGENT_TOKEN", token("agent"))
-	t.Setenv("WARD_AUDIT_TOKEN", token("audit"))
+	// The agent is bound to its host: it may publish only that host's events.
+	t.Setenv("WARD_AGENT_TOKEN", token("agent/standalone-host", "agent", "--host", "standalone-host"))
+	t.Setenv("WARD_AUDIT_TOKEN", token("audit", "audit"))
+	if out, err := d.ward("component", "token", "gateway", "--host", "x"); err == nil {
+		t.Fatalf("a host-bound gateway token: %s", out)
+	}
 	t.Setenv("WARD_AUTHORITY", d.vars["WARD_AUTHORITY"])
 	t.Setenv("WARD_CA_BUNDLE", d.vars["WARD_CA_BUNDLE"])
 	t.Setenv("WARD_BUS_URL", d.vars["WARD_NATS_URL"])
@@ -57,9 +61,10 @@ func TestAuditStandalone(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 2)
-	for _, args := range [][]string{{"agent", "run"}, {"audit", "run"}} {
+	var stderr [2]syncBuffer
+	for i, args := range [][]string{{"agent", "run"}, {"audit", "run"}} {
 		go func() {
-			done <- run(ctx, append([]string{"--config", cfgFile}, args...), strings.NewReader(""), io.Discard, io.Discard)
+			done <- run(ctx, append([]string{"--config", cfgFile}, args...), strings.NewReader(""), io.Discard, &stderr[i])
 		}()
 	}
 	t.Cleanup(func() {
@@ -91,7 +96,7 @@ func TestAuditStandalone(t *testing.T) {
 	waitFor(t, 20*time.Second, "the standalone collector stores what the standalone agent shipped", func() bool {
 		select {
 		case code := <-done:
-			t.Fatalf("a standalone audit process exited with %d", code)
+			t.Fatalf("a standalone audit process exited with %d: agent: %s collector: %s", code, stderr[0].String(), stderr[1].String())
 		default:
 		}
 		out, err := d.ward("audit", "query", "--db", db, "--correlation-id", "standalone-1", "-o", "json")
@@ -125,16 +130,17 @@ func TestAuditStandalone(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = nc.Publish("ward.v1.events", []byte(`{"seq":1,"kind":"bundle"}`))
+	_ = nc.Publish("ward.v1.audit.events.another-host", []byte(`{"v":1,"kind":"forged","time":"2026-11-24T00:00:00Z"}`))
 	_ = nc.Flush()
 	violations := 0
-	for timeout := time.After(3 * time.Second); violations < 2; {
+	for timeout := time.After(3 * time.Second); violations < 3; {
 		select {
 		case err := <-errs:
 			if strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
 				violations++
 			}
 		case <-timeout:
-			t.Fatalf("%d permission violations reported, want 2 (subscribe and publish)", violations)
+			t.Fatalf("%d permission violations reported, want 3 (subscribe, change log, another host's subject)", violations)
 		}
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -244,7 +244,7 @@ func verifyComponentPeer(cs tls.ConnectionState, roots *x509.CertPool, td string
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return fmt.Errorf("bus: peer certificate: %w", err)
 	}
-	if len(leaf.URIs) != 1 || leaf.URIs[0].Scheme != "spiffe" || leaf.URIs[0].Host != td || filepath.Dir(leaf.URIs[0].Path) != "/ward" {
+	if len(leaf.URIs) != 1 || leaf.URIs[0].Scheme != "spiffe" || leaf.URIs[0].Host != td || !strings.HasPrefix(leaf.URIs[0].Path, "/ward/") {
 		return errors.New("bus: peer is not a ward component of this trust domain")
 	}
 	return nil

@@ -158,6 +158,10 @@ func New(cfg Config) (*Agent, error) {
 	return a, nil
 }
 
+// SubjectToken is the token a host name becomes in the agent's subjects
+// (ward.v1.audit.events.<token>).
+func SubjectToken(host string) string { return sanitizeToken(host) }
+
 // sanitizeToken makes a host name a single NATS subject token.
 func sanitizeToken(s string) string {
 	b := []byte(s)
