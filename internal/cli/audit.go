@@ -114,10 +114,11 @@ func (p *controlPlane) runDevAudit(ctx context.Context) error {
 		return fmt.Errorf("audit agent: %w", err)
 	}
 	defer aclose()
-	col, err := newCollector(ctx, ac, origin, cjs, p)
+	col, st, err := newCollector(ctx, ac, origin, cjs, p)
 	if err != nil {
 		return err
 	}
+	defer st.Close() // after both goroutines below returned
 	r, err := redact.New(redact.Config{Fields: ac.RedactFields, Patterns: ac.RedactPatterns})
 	if err != nil {
 		return err
@@ -127,10 +128,14 @@ func (p *controlPlane) runDevAudit(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The first to stop stops the other; both are waited for.
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	errc := make(chan error, 2)
-	go func() { errc <- col.Run(ctx) }()
-	go func() { errc <- ag.Run(ctx) }()
+	go func() { errc <- col.Run(rctx) }()
+	go func() { errc <- ag.Run(rctx) }()
 	err = <-errc
+	cancel()
 	if err2 := <-errc; err == nil {
 		err = err2
 	}
@@ -138,13 +143,21 @@ func (p *controlPlane) runDevAudit(ctx context.Context) error {
 }
 
 // newCollector opens the audit store and the checkpoint key and writes
-// the verifier key beside it.
-func newCollector(ctx context.Context, ac AuditConfig, origin string, js jetstream.JetStream, p *controlPlane) (*collector.Collector, error) {
+// the verifier key beside it. Close the store after Run returned.
+func newCollector(ctx context.Context, ac AuditConfig, origin string, js jetstream.JetStream, p *controlPlane) (*collector.Collector, *collector.Store, error) {
 	st, err := collector.OpenStore(ctx, ac.DB)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	go func() { <-ctx.Done(); time.Sleep(6 * time.Second); st.Close() }()
+	col, err := openCollector(ctx, ac, origin, js, p, st)
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	return col, st, nil
+}
+
+func openCollector(ctx context.Context, ac AuditConfig, origin string, js jetstream.JetStream, p *controlPlane, st *collector.Store) (*collector.Collector, error) {
 	key, err := collector.LoadOrCreateKey(ac.KeyFile)
 	if err != nil {
 		return nil, err

@@ -202,10 +202,11 @@ first start); the verifier key is written to <key_file>.pub.`,
 				return err
 			}
 			defer closeBus()
-			col, err := newCollector(ctx, cfg.Audit, cfg.Audit.Origin, js, &controlPlane{log: log})
+			col, st, err := newCollector(ctx, cfg.Audit, cfg.Audit.Origin, js, &controlPlane{log: log})
 			if err != nil {
 				return err
 			}
+			defer st.Close()
 			log.Info("audit collector running", "db", cfg.Audit.DB, "verifier_key", col.VerifierKey())
 			return col.Run(ctx)
 		},
