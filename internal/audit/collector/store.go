@@ -14,7 +14,8 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
-	_ "modernc.org/sqlite"             // the "sqlite" database/sql driver
+	"github.com/valyala/fastjson"
+	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
 
 	"github.com/wardsec/ward/audit"
 )
@@ -120,7 +121,7 @@ func OpenStore(ctx context.Context, path string) (*Store, error) {
 		return &Store{db: db, pg: true}, nil
 	}
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "synchronous(NORMAL)", "foreign_keys(ON)"} {
+	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "synchronous(NORMAL)", "foreign_keys(ON)", "cache_size(-65536)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
@@ -158,15 +159,27 @@ type index struct {
 	Decision      string    `json:"decision"`
 }
 
+var parsers fastjson.ParserPool
+
+// indexFields reads the indexed fields of an event with a scanning parser
+// (several times cheaper than encoding/json here, on the hot path).
 func indexFields(data []byte) (index, error) {
 	var i index
 	if len(data) > audit.MaxLineSize {
 		return i, audit.ErrLineTooLarge
 	}
-	if err := json.Unmarshal(data, &i); err != nil {
+	p := parsers.Get()
+	defer parsers.Put(p)
+	v, err := p.ParseBytes(data)
+	if err != nil {
 		return i, err
 	}
-	if i.V != audit.SchemaVersion || i.Kind == "" || i.Time.IsZero() {
+	if v.Type() != fastjson.TypeObject || v.GetInt("v") != audit.SchemaVersion {
+		return i, audit.ErrNotEvent
+	}
+	str := func(k string) string { return string(v.GetStringBytes(k)) }
+	i.V, i.Kind, i.CorrelationID, i.Caller, i.User, i.Decision = audit.SchemaVersion, str("kind"), str("cid"), str("caller"), str("user"), str("decision")
+	if i.Time, err = time.Parse(time.RFC3339Nano, str("time")); err != nil || i.Kind == "" {
 		return i, audit.ErrNotEvent
 	}
 	return i, nil
