@@ -35,6 +35,12 @@ type pipeline struct {
 
 func newPipeline(t testing.TB) *pipeline {
 	t.Helper()
+	return newPipelineOn(t, filepath.Join(t.TempDir(), "audit.db"))
+}
+
+// newPipelineOn is newPipeline with the collector's database at dsn.
+func newPipelineOn(t testing.TB, dsn string) *pipeline {
+	t.Helper()
 	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +58,7 @@ func newPipeline(t testing.TB) *pipeline {
 	if _, err := agent.EnsureStream(context.Background(), js); err != nil {
 		t.Fatal(err)
 	}
-	st, err := OpenStore(context.Background(), filepath.Join(t.TempDir(), "audit.db"))
+	st, err := OpenStore(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)
 	}

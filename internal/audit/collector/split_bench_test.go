@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wardsec/ward/audit"
+	"github.com/wardsec/ward/internal/store/storetest"
 )
 
 // BenchmarkAgentOnly is the agent's share: file → redaction → JetStream
@@ -38,7 +39,12 @@ func BenchmarkAgentOnly(b *testing.B) {
 // BenchmarkCollectorOnly is the collector's share: the stream holds b.N
 // events already; the collector stores them.
 func BenchmarkCollectorOnly(b *testing.B) {
-	p := newPipeline(b)
+	b.Run("sqlite", func(b *testing.B) { benchCollector(b, filepath.Join(b.TempDir(), "audit.db")) })
+	b.Run("postgres", func(b *testing.B) { benchCollector(b, storetest.PostgresDSN(b)) })
+}
+
+func benchCollector(b *testing.B, dsn string) {
+	p := newPipelineOn(b, dsn)
 	p.stopCollector()
 	w, _ := audit.NewWriter(audit.Config{Dir: p.dir, Service: "bench", MaxFileBytes: 32 << 20, Buffer: 1 << 16, MaxWait: time.Second})
 	for i := range b.N {
