@@ -21,7 +21,8 @@
 //
 // Verification checks the signature against a registered key, aud, exp
 // (5 s skew), iat and the 60 s bound; verified passports are cached by
-// the SHA-256 of their bytes until they expire, so a repeated passport
+// a keyed 64-bit hash of their bytes (compared in full on a hit) until
+// they expire, so a repeated passport
 // costs a map lookup. Only the gateway holds signing keys (Signer): a
 // service that can verify can never mint.
 package passport
