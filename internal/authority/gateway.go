@@ -23,6 +23,7 @@ import (
 
 	"github.com/wardsec/ward/internal/ca"
 	"github.com/wardsec/ward/internal/catalog"
+	"github.com/wardsec/ward/internal/route"
 	"github.com/wardsec/ward/internal/store"
 )
 
@@ -255,44 +256,14 @@ func (a *Authority) renewComponent(w http.ResponseWriter, r *http.Request, p pee
 	return true, a.writeSVID(w, s)
 }
 
-// routeSpec is a route as the admin API and gateways see it.
-type routeSpec struct {
-	Name        string          `json:"name"`
-	Host        string          `json:"host"`
-	Prefix      string          `json:"prefix"`
-	Service     string          `json:"service"`
-	Upstream    string          `json:"upstream"`
-	Credentials []string        `json:"credentials"`
-	Scopes      []string        `json:"scopes"`
-	Rate        routeRate       `json:"rate"`
-	Anonymous   bool            `json:"anonymous"`
-	Exposes     []routeExposure `json:"exposes"`
-	Timeout     string          `json:"timeout"`
-	Version     int64           `json:"version"`
-	UpdatedBy   string          `json:"updated_by,omitempty"`
-	UpdatedAt   *time.Time      `json:"updated_at,omitempty"`
-}
-
-type routeRate struct {
-	PerSecond float64 `json:"per_second"`
-	Burst     int     `json:"burst"`
-}
-
-type routeExposure struct {
-	Resource string   `json:"resource"`
-	Actions  []string `json:"actions"`
-}
-
 var (
-	credentialKinds    = []string{"apikey", "jwt", "oidc", "introspection", "mtls"}
-	defaultCredentials = []string{"apikey", "jwt", "oidc", "introspection"}
-	pathCharsRE        = regexp.MustCompile(`^/[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*$`)
-	scopeRE            = regexp.MustCompile(`^[!#-\[\]-~]{1,64}$`)
+	pathCharsRE = regexp.MustCompile(`^/[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*$`)
+	scopeRE     = regexp.MustCompile(`^[!#-\[\]-~]{1,64}$`)
 )
 
 // validateRoute checks the fields of a route that need no lookup and
 // fills defaults. It is fuzzed: it must never panic.
-func validateRoute(rs *routeSpec) error {
+func validateRoute(rs *route.Route) error {
 	if err := checkName("route name", rs.Name); err != nil {
 		return err
 	}
@@ -319,13 +290,13 @@ func validateRoute(rs *routeSpec) error {
 		return errBadRequest(fmt.Sprintf("upstream %s has an invalid host", quote(rs.Upstream)))
 	}
 	if rs.Credentials == nil {
-		rs.Credentials = slices.Clone(defaultCredentials)
+		rs.Credentials = slices.Clone(route.Default)
 	}
 	if len(rs.Credentials) == 0 {
 		return errBadRequest("credentials must name at least one kind: apikey, jwt, oidc, introspection, mtls")
 	}
 	for _, c := range rs.Credentials {
-		if !slices.Contains(credentialKinds, c) {
+		if !slices.Contains(route.Kinds, c) {
 			return errBadRequest(fmt.Sprintf("credential kind %s is unknown (apikey, jwt, oidc, introspection, mtls)", quote(c)))
 		}
 	}
@@ -359,7 +330,7 @@ func (a *Authority) handlePutRoute(w http.ResponseWriter, r *http.Request, p *pr
 	if !p.can(actReview) {
 		return errForbidden("setting a route grants the gateway access to a service: it needs role admin or security")
 	}
-	var rs routeSpec
+	var rs route.Route
 	if err := decodeJSON(r, &rs, false); err != nil {
 		return err
 	}
@@ -392,7 +363,7 @@ func (a *Authority) handlePutRoute(w http.ResponseWriter, r *http.Request, p *pr
 	}
 	if rs.Exposes == nil {
 		for res, acts := range provided {
-			rs.Exposes = append(rs.Exposes, routeExposure{Resource: res, Actions: slices.Clone(acts)})
+			rs.Exposes = append(rs.Exposes, route.Exposure{Resource: res, Actions: slices.Clone(acts)})
 		}
 		if len(rs.Exposes) == 0 {
 			return errConflict(fmt.Sprintf("service %s declares nothing it provides; it must declare a manifest first (or name --expose)", quote(rs.Service)))
@@ -416,7 +387,7 @@ func (a *Authority) handlePutRoute(w http.ResponseWriter, r *http.Request, p *pr
 		}
 		slices.Sort(e.Actions)
 	}
-	slices.SortFunc(rs.Exposes, func(x, y routeExposure) int { return strings.Compare(x.Resource, y.Resource) })
+	slices.SortFunc(rs.Exposes, func(x, y route.Exposure) int { return strings.Compare(x.Resource, y.Resource) })
 
 	a.catalogMu.Lock()
 	defer a.catalogMu.Unlock()
@@ -426,7 +397,7 @@ func (a *Authority) handlePutRoute(w http.ResponseWriter, r *http.Request, p *pr
 	}
 	count := 0
 	for _, gr := range existing {
-		var o routeSpec
+		var o route.Route
 		if json.Unmarshal(gr.Spec, &o) == nil && o.Name != rs.Name {
 			count++
 			if o.Host == rs.Host && o.Prefix == rs.Prefix {
@@ -529,14 +500,14 @@ func (a *Authority) handleDeleteRoute(w http.ResponseWriter, r *http.Request, p 
 }
 
 // routeTable reads the routes and the table version.
-func (a *Authority) routeTable(ctx context.Context) ([]routeSpec, int64, error) {
+func (a *Authority) routeTable(ctx context.Context) ([]route.Route, int64, error) {
 	list, version, err := a.st.ListGatewayRoutes(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
-	out := make([]routeSpec, 0, len(list))
+	out := make([]route.Route, 0, len(list))
 	for _, gr := range list {
-		var rs routeSpec
+		var rs route.Route
 		if err := json.Unmarshal(gr.Spec, &rs); err != nil {
 			return nil, 0, fmt.Errorf("authority: stored route %s: %w", gr.Name, err)
 		}

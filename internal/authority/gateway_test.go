@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/wardsec/ward/internal/route"
 )
 
 // gatewayEnv is a catalogue with a provider "orders" that declares what
@@ -244,7 +246,7 @@ func TestRoutes(t *testing.T) {
 	defer gws.close()
 	gws.next(t, 5*time.Second)
 	svcWatch, _ := e.watchPastSnapshot()
-	var rt routeSpec
+	var rt route.Route
 	e.admin("PUT", "/v1/routes/r1", good(), http.StatusCreated, &rt)
 	if len(rt.Exposes) != 2 || rt.Version < 1 || rt.Timeout != "30s" || len(rt.Credentials) != 4 {
 		t.Fatalf("stored route %+v", rt)
@@ -275,8 +277,8 @@ func TestRoutes(t *testing.T) {
 		t.Fatal("the gateway's stream got no routes event")
 	}
 	var table struct {
-		Version int64       `json:"version"`
-		Routes  []routeSpec `json:"routes"`
+		Version int64         `json:"version"`
+		Routes  []route.Route `json:"routes"`
 	}
 	resp, body = e.do(gwc, "GET", "/v1/gateway/routes", "", nil)
 	if resp.StatusCode != 200 || json.Unmarshal(body, &table) != nil || len(table.Routes) != 1 || table.Version != rt.Version {
@@ -291,7 +293,7 @@ func TestRoutes(t *testing.T) {
 	// A second route may not take the same host and prefix.
 	resp, body = e.do(nil, "PUT", "/v1/routes/r2", e.adminToken, good())
 	wantProblem(t, resp, body, http.StatusConflict, slugConflict)
-	var listed []routeSpec
+	var listed []route.Route
 	e.admin("GET", "/v1/routes", nil, http.StatusOK, &listed)
 	if len(listed) != 1 || listed[0].Name != "r1" {
 		t.Fatalf("routes %+v", listed)
@@ -325,7 +327,7 @@ func FuzzRouteValidation(f *testing.F) {
 	f.Add("r", "api.example.com", "/a/../b", "https://[::1]:1", "a b", "5m")
 	f.Add("x", "x", "/%zz", "https://h:99999", "", "")
 	f.Fuzz(func(t *testing.T, name, host, prefix, upstream, scope, timeout string) {
-		rs := routeSpec{Name: name, Host: host, Prefix: prefix, Upstream: upstream, Scopes: []string{scope}, Timeout: timeout}
+		rs := route.Route{Name: name, Host: host, Prefix: prefix, Upstream: upstream, Scopes: []string{scope}, Timeout: timeout}
 		if err := validateRoute(&rs); err == nil {
 			if !strings.HasPrefix(rs.Prefix, "/") || strings.Contains(rs.Prefix, "//") || !strings.HasPrefix(rs.Upstream, "https://") {
 				t.Fatalf("accepted %+v", rs)

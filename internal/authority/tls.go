@@ -119,7 +119,7 @@ func (a *Authority) issueOwn(ctx context.Context, id spiffeid.ID, pub crypto.Pub
 		return nil, nil, fmt.Errorf("authority: persist %s certificate: %w", id, err)
 	}
 	a.metrics.issued.WithLabelValues(kind).Inc()
-	if kind != "serving" && kind != "signing" {
+	if kind != "signing" { // the control-plane key's own certificate is no issuance
 		a.record(audit.Event{Kind: audit.KindSVIDIssued, Caller: id.String(), Action: kind, Decision: audit.Allow,
 			Extra: map[string]any{"serial": ca.SerialHex(leaf.SerialNumber), "not_after": leaf.NotAfter.UTC()}})
 	}

@@ -18,7 +18,6 @@ import (
 	"github.com/wardsec/ward/internal/audit/agent"
 	"github.com/wardsec/ward/internal/audit/collector"
 	"github.com/wardsec/ward/internal/audit/redact"
-	"github.com/wardsec/ward/internal/bus"
 )
 
 // AuditConfig is the audit section of the config file.
@@ -88,21 +87,11 @@ func (p *controlPlane) runDevAudit(ctx context.Context) error {
 		origin = p.cfg.Audit.Origin
 	}
 	connect := func(cert *componentCert) (jetstream.JetStream, func(), error) {
-		name := cert.name
 		tc, err := componentTLS(cert)
 		if err != nil {
 			return nil, nil, err
 		}
-		conn, err := bus.Connect(ctx, p.busURL, tc, "ward-"+name)
-		if err != nil {
-			return nil, nil, err
-		}
-		js, err := jetstream.New(conn.NATS())
-		if err != nil {
-			conn.Close()
-			return nil, nil, err
-		}
-		return js, conn.Close, nil
+		return jetStreamOn(ctx, p.busURL, tc, cert.name)
 	}
 	cjs, cclose, err := connect(p.auditCert)
 	if err != nil {
@@ -261,6 +250,17 @@ func newAuditCmd(g *globals) *cobra.Command {
 		}
 		return nil
 	}
+	// openQuery reads the config and the query flags and opens the store.
+	openQuery := func(cmd *cobra.Command) (*collector.Store, error) {
+		cfg, err := loadCfg()
+		if err != nil {
+			return nil, err
+		}
+		if err := parseQuery(); err != nil {
+			return nil, err
+		}
+		return collector.OpenStore(cmd.Context(), cfg.Audit.DB)
+	}
 	printRows := func(rows []collector.Row) error {
 		return g.print(rows, func(w io.Writer) {
 			for _, r := range rows {
@@ -276,14 +276,7 @@ func newAuditCmd(g *globals) *cobra.Command {
 		Short: "Find stored events (a correlation ID's trail is in time order)",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadCfg()
-			if err != nil {
-				return err
-			}
-			if err := parseQuery(); err != nil {
-				return err
-			}
-			st, err := collector.OpenStore(cmd.Context(), cfg.Audit.DB)
+			st, err := openQuery(cmd)
 			if err != nil {
 				return err
 			}
@@ -303,14 +296,7 @@ func newAuditCmd(g *globals) *cobra.Command {
 		Short: "Follow events as they are stored",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadCfg()
-			if err != nil {
-				return err
-			}
-			if err := parseQuery(); err != nil {
-				return err
-			}
-			st, err := collector.OpenStore(cmd.Context(), cfg.Audit.DB)
+			st, err := openQuery(cmd)
 			if err != nil {
 				return err
 			}

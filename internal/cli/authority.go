@@ -66,11 +66,7 @@ func newAuthorityCmd(g *globals) *cobra.Command {
 		Short: "Serve the authority (HTTPS admin, issuance, OCSP, CRL, watch stream)",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := LoadConfig(g.configPath, os.Getenv)
-			if err != nil {
-				return err
-			}
-			log, err := g.logger(cfg)
+			cfg, log, err := g.serverConfig()
 			if err != nil {
 				return err
 			}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -33,21 +34,27 @@ func newComponentCmd(g *globals) *cobra.Command {
 		Short: "Create a bootstrap token for a ward component (printed once)",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			body := obj{}
-			if ttl != "" {
-				body["ttl"] = ttl
-			}
-			if host != "" {
-				body["host"] = host
-			}
-			_, err := g.send(cmd, http.MethodPost, "/v1/components/"+pathEscape(args[0])+"/bootstrap-token", body, "id", "spiffe_id", "token", "expires_at")
-			return err
+			return g.componentToken(cmd, args[0], ttl, host)
 		},
 	}
 	token.Flags().StringVar(&ttl, "ttl", "", "lifetime of the token (default 24h)")
 	token.Flags().StringVar(&host, "host", "", "agent: bind it to this host (spiffe://<td>/ward/agent/<host>; it may publish only this host's audit events)")
 	cmd.AddCommand(token)
 	return cmd
+}
+
+// componentToken asks the authority for a component's bootstrap token
+// and prints it (once).
+func (g *globals) componentToken(cmd *cobra.Command, component, ttl, host string) error {
+	body := obj{}
+	if ttl != "" {
+		body["ttl"] = ttl
+	}
+	if host != "" {
+		body["host"] = host
+	}
+	_, err := g.send(cmd, http.MethodPost, "/v1/components/"+pathEscape(component)+"/bootstrap-token", body, "id", "spiffe_id", "token", "expires_at")
+	return err
 }
 
 // componentSource obtains a ward component's SVID with the bootstrap token
@@ -102,7 +109,13 @@ func componentJetStream(ctx context.Context, cfg *Config, src *identity.Source, 
 		}
 		tc.RootCAs, tc.InsecureSkipVerify, tc.VerifyConnection = pool, false, nil
 	}
-	conn, err := bus.Connect(ctx, cfg.Bus.URL, tc, "ward-"+name)
+	return jetStreamOn(ctx, cfg.Bus.URL, tc, name)
+}
+
+// jetStreamOn connects to the bus at url as ward component name and
+// returns its JetStream context and the connection's close.
+func jetStreamOn(ctx context.Context, url string, tc *tls.Config, name string) (jetstream.JetStream, func(), error) {
+	conn, err := bus.Connect(ctx, url, tc, "ward-"+name)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -125,11 +138,7 @@ token in WARD_AGENT_TOKEN ("ward component token agent") and kept in <data_dir>/
 Offsets are checkpointed in audit.dir after the broker acknowledged.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := LoadConfig(g.configPath, os.Getenv)
-			if err != nil {
-				return err
-			}
-			log, err := g.logger(cfg)
+			cfg, log, err := g.serverConfig()
 			if err != nil {
 				return err
 			}
@@ -182,15 +191,11 @@ the bootstrap token in WARD_AUDIT_TOKEN ("ward component token audit") and kept 
 first start); the verifier key is written to <key_file>.pub.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := LoadConfig(g.configPath, os.Getenv)
+			cfg, log, err := g.serverConfig()
 			if err != nil {
 				return err
 			}
 			cfg.Audit.setDB(*db)
-			log, err := g.logger(cfg)
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
 			src, err := componentSource(ctx, cfg, log.With("component", "audit"), "WARD_AUDIT_TOKEN", filepath.Join(cfg.DataDir, "audit-collector"))
 			if err != nil {

@@ -41,16 +41,12 @@ routes, revocations and key set from the authority: it needs no admin token.
 The external certificate comes from gateway.tls_cert and gateway.tls_key.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := LoadConfig(g.configPath, os.Getenv)
+			cfg, logger, err := g.serverConfig()
 			if err != nil {
 				return err
 			}
 			if cmd.Flags().Changed("listen") {
 				cfg.Gateway.Listen = listen
-			}
-			logger, err := g.logger(cfg)
-			if err != nil {
-				return err
 			}
 			if cfg.Gateway.TLSCert == "" || cfg.Gateway.TLSKey == "" {
 				return usageError{errors.New("gateway.tls_cert and gateway.tls_key (env WARD_GATEWAY_TLS_CERT, WARD_GATEWAY_TLS_KEY) are required")}
@@ -83,12 +79,7 @@ The external certificate comes from gateway.tls_cert and gateway.tls_key.`,
 		Short: "Create a bootstrap token for a gateway (printed once): WARD_GATEWAY_TOKEN of ward gateway run",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			body := obj{}
-			if ttl != "" {
-				body["ttl"] = ttl
-			}
-			_, err := g.send(cmd, http.MethodPost, "/v1/components/gateway/bootstrap-token", body, "id", "spiffe_id", "token", "expires_at")
-			return err
+			return g.componentToken(cmd, "gateway", ttl, "")
 		},
 	}
 	token.Flags().StringVar(&ttl, "ttl", "", "lifetime of the token (default 24h)")

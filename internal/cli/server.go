@@ -68,6 +68,20 @@ func openKMS(ctx context.Context, cfg *Config, st *store.Store, create bool) (km
 	return kms.NewLocal(kek)
 }
 
+// serverConfig loads the config (file and WARD_* environment) and the
+// process logger it describes: the start of every long-running command.
+func (g *globals) serverConfig() (*Config, *slog.Logger, error) {
+	cfg, err := LoadConfig(g.configPath, os.Getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	log, err := g.logger(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, log, nil
+}
+
 // logger builds the process logger from the config.
 func (g *globals) logger(cfg *Config) (*slog.Logger, error) {
 	return telemetry.NewLogger(g.stderr, cfg.Log.Level, cfg.Log.Format)

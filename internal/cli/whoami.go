@@ -2,7 +2,6 @@ package cli
 
 import (
 	"errors"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -29,11 +28,7 @@ as "access". --unguarded serves every caller of the trust domain instead.`,
 			if err != nil {
 				return err
 			}
-			cfg, err := LoadConfig(g.configPath, os.Getenv)
-			if err != nil {
-				return err
-			}
-			log, err := g.logger(cfg)
+			_, log, err := g.serverConfig()
 			if err != nil {
 				return err
 			}

@@ -15,54 +15,26 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/time/rate"
+
+	wire "github.com/wardsec/ward/internal/route"
+)
+
+// The route wire types, shared with the authority.
+type (
+	Route     = wire.Route
+	RouteRate = wire.Rate
+	Exposure  = wire.Exposure
 )
 
 // Credential kinds a route may accept.
 const (
-	CredAPIKey        = "apikey"        // ward API keys, introspected (cached)
-	CredJWT           = "jwt"           // ward JWT access tokens, verified offline
-	CredOIDC          = "oidc"          // JWTs of configured external OpenID Connect issuers
-	CredIntrospection = "introspection" // opaque OAuth tokens, introspected
-	CredMTLS          = "mtls"          // partner client certificates
+	CredAPIKey        = wire.CredAPIKey
+	CredJWT           = wire.CredJWT
+	CredOIDC          = wire.CredOIDC
+	CredIntrospection = wire.CredIntrospection
+	CredMTLS          = wire.CredMTLS
 	credAnonymous     = "anonymous"
 )
-
-// Route is one entry of the route table as the authority serves it
-// (GET /v1/gateway/routes).
-type Route struct {
-	Name        string     `json:"name"`
-	Host        string     `json:"host"`
-	Prefix      string     `json:"prefix"`
-	Service     string     `json:"service"`
-	Upstream    string     `json:"upstream"`
-	Credentials []string   `json:"credentials"`
-	Scopes      []string   `json:"scopes"`
-	Rate        RouteRate  `json:"rate"`
-	Anonymous   bool       `json:"anonymous"`
-	Exposes     []Exposure `json:"exposes"`
-	Timeout     string     `json:"timeout"`
-	Version     int64      `json:"version"`
-}
-
-// RouteRate is a route's post-authentication rate limit per caller; zero
-// values mean the gateway's defaults.
-type RouteRate struct {
-	PerSecond float64 `json:"per_second"`
-	Burst     int     `json:"burst"`
-}
-
-// Exposure is a resource of the upstream and the actions the route
-// exposes.
-type Exposure struct {
-	Resource string   `json:"resource"`
-	Actions  []string `json:"actions"`
-}
-
-// routeTable is the wire form of GET /v1/gateway/routes.
-type routeTable struct {
-	Version int64   `json:"version"`
-	Routes  []Route `json:"routes"`
-}
 
 // route is a compiled Route.
 type route struct {
@@ -176,31 +148,31 @@ func newTable(version int64, routes []*route) *table {
 const maxRouteTable = 8 << 20
 
 // fetchRoutes reads the route table from the authority over mTLS.
-func fetchRoutes(ctx context.Context, hc *http.Client, authorityURL string) (routeTable, error) {
+func fetchRoutes(ctx context.Context, hc *http.Client, authorityURL string) (wire.Table, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, authorityURL+"/v1/gateway/routes", nil)
 	if err != nil {
-		return routeTable{}, err
+		return wire.Table{}, err
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return routeTable{}, fmt.Errorf("gateway: fetch routes: %w", err)
+		return wire.Table{}, fmt.Errorf("gateway: fetch routes: %w", err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxRouteTable+1))
 	if err != nil {
-		return routeTable{}, fmt.Errorf("gateway: fetch routes: %w", err)
+		return wire.Table{}, fmt.Errorf("gateway: fetch routes: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return routeTable{}, fmt.Errorf("gateway: fetch routes: authority answered %d: %s", resp.StatusCode, clip(string(body)))
+		return wire.Table{}, fmt.Errorf("gateway: fetch routes: authority answered %d: %s", resp.StatusCode, clip(string(body)))
 	}
 	if len(body) > maxRouteTable {
-		return routeTable{}, errors.New("gateway: fetch routes: route table too large")
+		return wire.Table{}, errors.New("gateway: fetch routes: route table too large")
 	}
-	var t routeTable
+	var t wire.Table
 	if err := json.Unmarshal(body, &t); err != nil {
-		return routeTable{}, fmt.Errorf("gateway: fetch routes: %w", err)
+		return wire.Table{}, fmt.Errorf("gateway: fetch routes: %w", err)
 	}
 	return t, nil
 }

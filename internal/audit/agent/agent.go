@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/wardsec/ward/audit"
+	"github.com/wardsec/ward/internal/atomicfile"
 	"github.com/wardsec/ward/internal/audit/redact"
 )
 
@@ -216,23 +217,7 @@ func (a *Agent) save() error {
 	if err != nil {
 		return err
 	}
-	tmp := a.cfg.StateFile + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, a.cfg.StateFile)
+	return atomicfile.Write(a.cfg.StateFile, data, 0o600)
 }
 
 func key(dev, ino uint64, head string) string {
@@ -291,9 +276,6 @@ func (a *Agent) Once(ctx context.Context) error {
 	for _, p := range paths {
 		if ctx.Err() != nil {
 			return nil
-		}
-		if filepath.Ext(p) == ".tmp" {
-			continue
 		}
 		fs, size, err := a.track(p)
 		if err != nil {
