@@ -90,6 +90,9 @@ func TestAuditTrailEndToEnd(t *testing.T) {
 	})
 	var order []string
 	for _, r := range trail {
+		if r.Event.Kind == "gateway.request" && r.Event.Decision == "deny" && r.Event.Reason == "no-route" {
+			continue // a retry that reached the gateway before the route did: audited too
+		}
 		order = append(order, r.Event.Service+":"+r.Event.Kind)
 		switch r.Event.Kind {
 		case "authz.decision":
