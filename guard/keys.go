@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ed25519"
 	"crypto/x509"
@@ -40,6 +41,52 @@ func (k *KeySet) has(kid string) bool {
 	}
 	_, ok := k.keys[kid]
 	return ok
+}
+
+// VerifyCompact checks a compact JWS of at most maxSize bytes signed by
+// one of the set's keys: exactly one signature, alg EdDSA, the "typ"
+// header typ and a trusted "kid". It returns the verified payload; errors
+// wrap ErrMalformed, ErrNoTrustedKey or ErrBadSignature. Other ward
+// documents signed by the control-plane key (policy bundles) use it too.
+func (k *KeySet) VerifyCompact(jws []byte, typ string, maxSize int) ([]byte, error) {
+	if len(jws) > maxSize {
+		return nil, fmt.Errorf("%w: larger than %d bytes", ErrMalformed, maxSize)
+	}
+	if k.Len() == 0 {
+		return nil, ErrNoTrustedKey
+	}
+	obj, err := jose.ParseSignedCompact(string(bytes.TrimSpace(jws)), []jose.SignatureAlgorithm{jose.EdDSA})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if len(obj.Signatures) != 1 {
+		return nil, fmt.Errorf("%w: want exactly one signature", ErrMalformed)
+	}
+	sig := obj.Signatures[0]
+	if got, _ := sig.Protected.ExtraHeaders[jose.HeaderType].(string); got != typ {
+		return nil, fmt.Errorf("%w: typ %q, want %q", ErrMalformed, clip(got), typ)
+	}
+	if sig.Protected.Algorithm != string(jose.EdDSA) {
+		return nil, fmt.Errorf("%w: alg %q, want EdDSA", ErrMalformed, clip(sig.Protected.Algorithm))
+	}
+	kid := sig.Protected.KeyID
+	pub, ok := k.keys[kid]
+	if !ok {
+		return nil, fmt.Errorf("%w: key %q is not a trusted signing key", ErrNoTrustedKey, clip(kid))
+	}
+	payload, err := obj.Verify(pub)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
+	}
+	return payload, nil
+}
+
+// TrustDomain is the trust domain whose authority the keys belong to.
+func (k *KeySet) TrustDomain() spiffeid.TrustDomain {
+	if k == nil {
+		return spiffeid.TrustDomain{}
+	}
+	return k.td
 }
 
 // AuthorityID is the SPIFFE ID of the authority of td: the identity whose

@@ -7,7 +7,6 @@ import (
 	"io"
 	"strings"
 
-	"github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -21,34 +20,9 @@ const maxGrants = 100000
 // is ErrForeignTrustDomain), whose version is at least 1, and whose
 // consumers are SPIFFE IDs of the same trust domain.
 func Verify(jws []byte, keys *KeySet, provider spiffeid.ID) (*AccessList, error) {
-	if len(jws) > MaxListSize {
-		return nil, fmt.Errorf("%w: larger than %d bytes", ErrMalformed, MaxListSize)
-	}
-	if keys.Len() == 0 {
-		return nil, ErrNoTrustedKey
-	}
-	obj, err := jose.ParseSignedCompact(string(bytes.TrimSpace(jws)), []jose.SignatureAlgorithm{jose.EdDSA})
+	payload, err := keys.VerifyCompact(jws, JWSType, MaxListSize)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if len(obj.Signatures) != 1 {
-		return nil, fmt.Errorf("%w: want exactly one signature", ErrMalformed)
-	}
-	sig := obj.Signatures[0]
-	if typ, _ := sig.Protected.ExtraHeaders[jose.HeaderType].(string); typ != JWSType {
-		return nil, fmt.Errorf("%w: typ %q, want %q", ErrMalformed, clip(typ), JWSType)
-	}
-	if sig.Protected.Algorithm != string(jose.EdDSA) {
-		return nil, fmt.Errorf("%w: alg %q, want EdDSA", ErrMalformed, clip(sig.Protected.Algorithm))
-	}
-	kid := sig.Protected.KeyID
-	pub, ok := keys.keys[kid]
-	if !ok {
-		return nil, fmt.Errorf("%w: key %q is not a trusted signing key", ErrNoTrustedKey, clip(kid))
-	}
-	payload, err := obj.Verify(pub)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
+		return nil, err
 	}
 	list, err := decodeList(payload)
 	if err != nil {
