@@ -18,7 +18,9 @@ type world struct {
 	entities                                            types.EntityMap
 }
 
-func uid(typ, id string) types.EntityUID { return types.NewEntityUID(types.EntityType(typ), types.String(id)) }
+func uid(typ, id string) types.EntityUID {
+	return types.NewEntityUID(types.EntityType(typ), types.String(id))
+}
 
 func newWorld(r *rand.Rand) *world {
 	w := &world{entities: types.EntityMap{}}
