@@ -80,3 +80,8 @@ func (s *Set) Decide(entities types.EntityGetter, req cedar.Request) Decision {
 	}
 	return d
 }
+
+// NewSetFromPolicies indexes already compiled policies as a version.
+func NewSetFromPolicies(version int64, digest string, policies []Policy) *Set {
+	return &Set{Version: version, Digest: digest, ix: NewIndex(policies)}
+}
