@@ -58,6 +58,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"SigningKeys", testSigningKeys},
 		{"ComponentTokens", testComponentTokens},
 		{"GatewayRoutes", testGatewayRoutes},
+		{"PolicyVersions", testPolicyVersions},
 		{"PassportKeys", testPassportKeys},
 	}
 	for _, tt := range tests {
