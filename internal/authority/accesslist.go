@@ -93,22 +93,7 @@ func (a *Authority) signAccessList(list guard.AccessList) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("authority: encode access list: %w", err)
 	}
-	signer, err := jose.NewSigner(
-		jose.SigningKey{Algorithm: jose.EdDSA, Key: jose.JSONWebKey{Key: a.signingKey, KeyID: a.keyID(), Algorithm: string(jose.EdDSA)}},
-		(&jose.SignerOptions{}).WithType(guard.JWSType),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("authority: access list signer: %w", err)
-	}
-	obj, err := signer.Sign(payload)
-	if err != nil {
-		return nil, fmt.Errorf("authority: sign access list: %w", err)
-	}
-	s, err := obj.CompactSerialize()
-	if err != nil {
-		return nil, fmt.Errorf("authority: sign access list: %w", err)
-	}
-	return []byte(s), nil
+	return a.signJWS(payload, guard.JWSType)
 }
 
 // AccessList returns the current signed access list of a provider (a

@@ -11,6 +11,7 @@ import (
 
 	"github.com/wardsec/ward/internal/ca"
 	"github.com/wardsec/ward/internal/store"
+	"github.com/wardsec/ward/pdp"
 )
 
 // Teams.
@@ -147,6 +148,9 @@ func (a *Authority) handleCreateService(w http.ResponseWriter, r *http.Request, 
 	}
 	if err := checkName("name", req.Name); err != nil {
 		return err
+	}
+	if req.Name == pdp.EdgeDomain {
+		return errBadRequest(fmt.Sprintf("service name %q is reserved: it is the gateway's policy domain", pdp.EdgeDomain))
 	}
 	if err := checkName("team", req.Team); err != nil {
 		return err

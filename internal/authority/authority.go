@@ -199,6 +199,7 @@ type Authority struct {
 	crls       *crlCache
 	sts        *sts.Service // OAuth 2.0 token service
 	lists      listCache    // signed access lists by provider
+	bundles    bundleCache  // signed policy bundles by domain
 	kidOnce    sync.Once    // computes kid
 	kid        string       // RFC 7638 thumbprint of signingKey
 	catalogMu  sync.Mutex   // serializes declarations in this replica

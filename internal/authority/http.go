@@ -60,6 +60,8 @@ func (a *Authority) routes() http.Handler {
 	mux.Handle("GET /v1/passport/keys", a.api(a.handlePassportKeys))
 	mux.Handle("POST /v1/passport/keys", a.api(a.handleRegisterPassportKey))
 	mux.Handle("GET /v1/gateway/routes", a.api(a.handleGatewayRoutes))
+	mux.Handle("GET /v1/policy/bundle", a.api(a.handlePolicyBundle))
+	mux.Handle("POST /v1/policy/status", a.api(a.handleReportPolicyStatus))
 
 	// Admin.
 	mux.Handle("POST /v1/teams", a.admin(actCreate, a.handleCreateTeam))
@@ -106,8 +108,23 @@ func (a *Authority) routes() http.Handler {
 	mux.Handle("GET /v1/catalog/graph", a.admin(actRead, a.handleGraph))
 	mux.Handle("GET /v1/posture", a.admin(actRead, a.handlePosture))
 
+	// Policy administration. Team tokens pass the gate; authorizeDomain
+	// checks the domain's team.
+	mux.Handle("GET /v1/policy/domains", a.admin(actRead, a.handleListPolicyDomains))
+	mux.Handle("POST /v1/policy/domains/{domain}/versions", a.adminTeam(actReview, a.handlePushPolicy))
+	mux.Handle("GET /v1/policy/domains/{domain}/versions", a.adminTeam(actRead, a.handlePolicyHistory))
+	mux.Handle("GET /v1/policy/domains/{domain}/versions/{version}", a.adminTeam(actRead, a.handleGetPolicyVersion))
+	mux.Handle("POST /v1/policy/domains/{domain}/rollback", a.adminTeam(actReview, a.handleRollbackPolicy))
+	mux.Handle("DELETE /v1/policy/domains/{domain}/shadow", a.adminTeam(actReview, a.handleClearShadow))
+	mux.Handle("POST /v1/policy/domains/{domain}/check", a.adminTeam(actRead, a.handleCheckPolicy))
+	mux.Handle("GET /v1/policy/domains/{domain}/status", a.adminTeam(actRead, a.handlePolicyStatus))
+
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Body = http.MaxBytesReader(w, r.Body, maxBodySize)
+		limit := int64(maxBodySize)
+		if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/v1/policy/domains/") {
+			limit = maxPolicyBody
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		// GET /ocsp/{base64}: base64 may hold "//", which the mux would
 		// "clean" into a redirect, so it is routed by hand.
 		if strings.HasPrefix(r.URL.Path, "/ocsp/") && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
@@ -274,7 +291,7 @@ func (a *Authority) toProblem(r *http.Request, err error) *problem.Problem {
 		return p
 	case errors.As(err, &tooBig), errors.Is(err, ca.ErrCSRTooLarge):
 		return problem.New(http.StatusRequestEntityTooLarge, slugTooLarge, "Payload too large",
-			fmt.Sprintf("request bodies are limited to %d bytes and CSRs to %d bytes", maxBodySize, ca.MaxCSRSize))
+			fmt.Sprintf("request bodies are limited to %d bytes (policy pushes to %d) and CSRs to %d bytes", maxBodySize, maxPolicyBody, ca.MaxCSRSize))
 	case errors.Is(err, ca.ErrCSRRequestsCA), errors.Is(err, ca.ErrCSRIdentity):
 		return problem.New(http.StatusForbidden, slugForbiddenIdentity, "Forbidden identity", clientText(err))
 	case errors.Is(err, ca.ErrCSRMalformed), errors.Is(err, ca.ErrCSRSignature), errors.Is(err, ca.ErrCSRKey):

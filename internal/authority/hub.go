@@ -129,6 +129,14 @@ func (h *hub) apply(ctx context.Context, seq int64, kind string, payload []byte)
 	case kindRoutes:
 		// Only gateways load routes.
 		h.broadcast(a, seq, kind, payload, nil, a.componentID("gateway").String())
+	case kindPolicy:
+		var p policyPayload
+		if err := json.Unmarshal(payload, &p); err != nil || p.Subject == "" {
+			a.log.ErrorContext(ctx, "bad policy event", "seq", seq, "error", err)
+			return
+		}
+		// Only the domain's workloads learn of its bundles.
+		h.broadcast(a, seq, kind, payload, nil, p.Subject)
 	case kindPassportKeys:
 		h.broadcast(a, seq, kind, payload, nil, "")
 	case kindBundle, kindCA:
