@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -16,6 +17,7 @@ import (
 	"github.com/wardsec/ward/guard"
 	"github.com/wardsec/ward/identity"
 	"github.com/wardsec/ward/passport"
+	"github.com/wardsec/ward/pdp"
 )
 
 // Errors callers branch on (errors.Is).
@@ -29,14 +31,24 @@ var (
 
 // Reasons of a Decision.
 const (
-	ReasonGranted          = "granted"            // the guard allowed the request
-	ReasonUnknownCaller    = "unknown-caller"     // the caller is not on the access list
-	ReasonActionNotAllowed = "action-not-allowed" // the caller is on the list, not for this action
-	ReasonNoAccessList     = "no-access-list"     // the guard holds no verified access list yet
-	ReasonNoRoute          = "no-route"           // no route matches the request
-	ReasonNoPeer           = "no-peer"            // the request has no authenticated peer
-	ReasonGuardUnavailable = "guard-unavailable"  // the guard failed otherwise; refused (fail closed)
+	ReasonGranted           = "granted"            // the guard allowed the request
+	ReasonUnknownCaller     = "unknown-caller"     // the caller is not on the access list
+	ReasonActionNotAllowed  = "action-not-allowed" // the caller is on the list, not for this action
+	ReasonNoAccessList      = "no-access-list"     // the guard holds no verified access list yet
+	ReasonNoRoute           = "no-route"           // no route matches the request
+	ReasonNoPeer            = "no-peer"            // the request has no authenticated peer
+	ReasonGuardUnavailable  = "guard-unavailable"  // the guard failed otherwise; refused (fail closed)
+	ReasonPolicyDenied      = "policy-denied"      // the access list allowed, the domain's Cedar policy did not
+	ReasonPolicyUnavailable = "policy-unavailable" // the PDP holds no policy yet; refused (fail closed)
 )
+
+// Decider decides requests with the service's Cedar policies. *pdp.PDP
+// implements it.
+type Decider interface {
+	Decide(ctx context.Context, in *pdp.Input) (pdp.Decision, error)
+}
+
+var _ Decider = (*pdp.PDP)(nil)
 
 // Checker decides whether caller may perform action on resource: nil to
 // allow, otherwise guard.ErrUnknownCaller, guard.ErrActionNotAllowed,
@@ -55,6 +67,10 @@ type Route struct {
 	// Resource and Action name what the provider's manifest provides
 	// (lower-case letters, digits and . _ -, starting with a letter).
 	Resource, Action string
+	// IDParam names the pattern wildcard that holds the resource's ID
+	// for the PDP ("id" for "GET /orders/{id}"); "" means the wildcard
+	// {id} when the pattern has one, else the request path is the ID.
+	IDParam string
 }
 
 // Config configures a PEP.
@@ -82,8 +98,14 @@ type Config struct {
 	// Audit, if set, receives an authz.decision event for every request:
 	// caller, user (the passport's subject), resource, action, decision,
 	// reason and correlation ID (the passport's cid, else the trace ID of
-	// traceparent). An *audit.Writer implements it.
+	// traceparent), and with a PDP the policy version and the policies
+	// that decided. An *audit.Writer implements it.
 	Audit Recorder
+	// PDP, if set, decides requests the access list allowed with the
+	// service's Cedar policies (after the passport is verified): a denial
+	// is 403 "policy-denied"; while the PDP holds no policy yet, 503
+	// "policy-unavailable". *pdp.PDP implements it.
+	PDP Decider
 }
 
 // Recorder records audit events (*audit.Writer).
@@ -103,6 +125,9 @@ type Decision struct {
 	Action   string
 	Allowed  bool
 	Reason   string // one of the Reason constants
+	// Policy is the PDP's decision (nil without a PDP, or when the
+	// access list already refused).
+	Policy *pdp.Decision
 }
 
 // PEP enforces access lists on HTTP requests. Create it with New; it is
@@ -116,12 +141,15 @@ type PEP struct {
 	passports       PassportVerifier
 	requirePassport bool
 	audit           Recorder
+	pdp             Decider
 }
 
 // route is a Route registered in the PEP's mux; the mux finds it, it is
 // never served.
 type route struct {
 	Route
+	idSeg  int  // path segment holding the resource ID; -1: the path is the ID
+	idRest bool // the wildcard is {name...}: the rest of the path
 }
 
 func (*route) ServeHTTP(http.ResponseWriter, *http.Request) {}
@@ -146,7 +174,7 @@ func New(cfg Config) (*PEP, error) {
 		return nil, fmt.Errorf("%w: Config.RequirePassport needs Config.Passports", ErrInvalidConfig)
 	}
 	p := &PEP{guard: cfg.Guard, routes: http.NewServeMux(), peerID: cfg.PeerID, log: cfg.Logger,
-		passports: cfg.Passports, requirePassport: cfg.RequirePassport, audit: cfg.Audit}
+		passports: cfg.Passports, requirePassport: cfg.RequirePassport, audit: cfg.Audit, pdp: cfg.PDP}
 	if p.peerID == nil {
 		p.peerID = peerFromRequest
 	}
@@ -183,15 +211,57 @@ func register(mux *http.ServeMux, rt Route) (msg string) {
 			msg = strings.TrimPrefix(fmt.Sprint(r), "http: ")
 		}
 	}()
-	mux.Handle(rt.Pattern, &route{Route: rt})
+	mux.Handle(rt.Pattern, newRoute(rt))
 	return ""
+}
+
+// newRoute locates rt's resource-ID wildcard in its pattern.
+func newRoute(rt Route) *route {
+	r := &route{Route: rt, idSeg: -1}
+	path := rt.Pattern
+	if i := strings.IndexByte(path, '/'); i >= 0 {
+		path = path[i:]
+	}
+	for i, seg := range strings.Split(path, "/") {
+		name, ok := strings.CutPrefix(seg, "{")
+		if !ok || !strings.HasSuffix(name, "}") {
+			continue
+		}
+		name = strings.TrimSuffix(name, "}")
+		name, rest := strings.CutSuffix(name, "...")
+		if name == rt.IDParam || (rt.IDParam == "" && name == "id") {
+			r.idSeg, r.idRest = i, rest
+		}
+	}
+	return r
+}
+
+// resourceID is the ID of the resource a request names.
+func (rt *route) resourceID(r *http.Request) string {
+	if rt.idSeg < 0 {
+		return r.URL.Path
+	}
+	path := r.URL.Path
+	for range rt.idSeg {
+		i := strings.IndexByte(path, '/')
+		if i < 0 {
+			return ""
+		}
+		path = path[i+1:]
+	}
+	if !rt.idRest {
+		if i := strings.IndexByte(path, '/'); i >= 0 {
+			path = path[:i]
+		}
+	}
+	return path
 }
 
 // pair returns a mux holding only rt (to find which route another one
 // conflicts with).
 func pair(rt Route) *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle(rt.Pattern, &route{Route: rt})
+	mux.Handle(rt.Pattern, newRoute(rt))
 	return mux
 }
 
@@ -212,15 +282,15 @@ func peerFromRequest(r *http.Request) (spiffeid.ID, error) {
 
 // decide returns the decision for r; the error is the guard's, or why
 // there is no caller.
-func (p *PEP) decide(r *http.Request) (Decision, error) {
+func (p *PEP) decide(r *http.Request) (Decision, *route, error) {
 	caller, err := p.peerID(r)
 	if err != nil {
-		return Decision{Reason: ReasonNoPeer}, err
+		return Decision{Reason: ReasonNoPeer}, nil, err
 	}
 	h, _ := p.routes.Handler(r)
 	rt, ok := h.(*route)
 	if !ok {
-		return Decision{Caller: caller, Reason: ReasonNoRoute}, nil
+		return Decision{Caller: caller, Reason: ReasonNoRoute}, nil, nil
 	}
 	d := Decision{Caller: caller, Resource: rt.Resource, Action: rt.Action}
 	err = p.guard.Check(r.Context(), caller, rt.Resource, rt.Action)
@@ -236,7 +306,7 @@ func (p *PEP) decide(r *http.Request) (Decision, error) {
 	default:
 		d.Reason = ReasonGuardUnavailable
 	}
-	return d, err
+	return d, rt, err
 }
 
 type decisionKey struct{}
@@ -269,30 +339,63 @@ func DecisionFromContext(ctx context.Context) (Decision, bool) {
 // it answers every other request itself (see the package documentation).
 func (p *PEP) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		d, err := p.decide(r)
-		if d.Allowed {
-			ctx := context.Context(&decisionContext{Context: r.Context(), d: d})
-			if p.passports != nil {
-				var ok bool
-				if ctx, ok = p.passport(w, r, ctx); !ok {
-					p.record(r, d, nil, audit.Deny, "invalid-passport")
-					return
-				}
-			}
-			if p.audit != nil {
-				c, _ := passport.FromContext(ctx)
-				p.record(r, d, c, audit.Allow, d.Reason)
-			}
-			next.ServeHTTP(w, r.WithContext(ctx))
+		d, rt, err := p.decide(r)
+		if !d.Allowed {
+			p.record(r, &d, nil, audit.Deny, d.Reason)
+			p.deny(w, r, d, err)
 			return
 		}
-		p.record(r, d, nil, audit.Deny, d.Reason)
-		p.deny(w, r, d, err)
+		dc := &decisionContext{Context: r.Context(), d: d}
+		ctx := context.Context(dc)
+		if p.passports != nil {
+			var ok bool
+			if ctx, ok = p.passport(w, r, ctx); !ok {
+				p.record(r, &d, nil, audit.Deny, "invalid-passport")
+				return
+			}
+		}
+		c, _ := passport.FromContext(ctx)
+		if p.pdp != nil {
+			if !p.policy(ctx, r, rt, dc, c) {
+				p.record(r, &dc.d, c, audit.Deny, dc.d.Reason)
+				p.deny(w, r, dc.d, nil)
+				return
+			}
+		}
+		p.record(r, &dc.d, c, audit.Allow, dc.d.Reason)
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
+// policy asks the PDP about an allowed request and records its answer in
+// dc; false when it refused.
+func (p *PEP) policy(ctx context.Context, r *http.Request, rt *route, dc *decisionContext, c *passport.Claims) bool {
+	in := pdp.Input{Caller: dc.d.Caller, Passport: c, Resource: dc.d.Resource, Action: dc.d.Action,
+		ResourceID: rt.resourceID(r), CorrelationID: correlationID(r, c)}
+	pd, err := p.pdp.Decide(ctx, &in)
+	dc.d.Policy = &pd
+	switch {
+	case errors.Is(err, pdp.ErrNotReady):
+		dc.d.Allowed, dc.d.Reason = false, ReasonPolicyUnavailable
+	case err != nil || !pd.Allowed:
+		dc.d.Allowed, dc.d.Reason = false, ReasonPolicyDenied
+	}
+	return dc.d.Allowed
+}
+
+// correlationID is the passport's cid, else traceparent's trace ID.
+func correlationID(r *http.Request, c *passport.Claims) string {
+	if c != nil && c.CorrelationID != "" {
+		return c.CorrelationID
+	}
+	if tp := r.Header.Get("Traceparent"); len(tp) == 55 && tp[2] == '-' {
+		return tp[3:35]
+	}
+	return ""
+}
+
 // record writes the audit event of a decision.
-func (p *PEP) record(r *http.Request, d Decision, c *passport.Claims, decision, reason string) {
+func (p *PEP) record(r *http.Request, d *Decision, c *passport.Claims, decision, reason string) {
 	if p.audit == nil {
 		return
 	}
@@ -301,11 +404,14 @@ func (p *PEP) record(r *http.Request, d Decision, c *passport.Claims, decision, 
 		e.Caller = d.Caller.String()
 	}
 	if c != nil {
-		e.User, e.CorrelationID, e.CredentialFP = c.Subject, c.CorrelationID, c.TokenFingerprint
+		e.User, e.CredentialFP = c.Subject, c.TokenFingerprint
 	}
-	if e.CorrelationID == "" {
-		if tp := r.Header.Get("Traceparent"); len(tp) == 55 && tp[2] == '-' {
-			e.CorrelationID = tp[3:35]
+	e.CorrelationID = correlationID(r, c)
+	if pd := d.Policy; pd != nil && pd.Enforced {
+		e.PolicyVersion = strconv.FormatInt(pd.Version, 10)
+		e.Extra = map[string]any{"policies": pd.Policies, "policy_reason": pd.Reason}
+		if len(pd.Errors) > 0 {
+			e.Extra["policy_errors"] = len(pd.Errors)
 		}
 	}
 	p.audit.Write(e)
@@ -349,7 +455,10 @@ func (p *PEP) deny(w http.ResponseWriter, r *http.Request, d Decision, err error
 	if d.Resource != "" {
 		attrs = append(attrs, slog.String("resource", d.Resource), slog.String("action", d.Action))
 	}
-	if d.Reason == ReasonNoPeer || d.Reason == ReasonGuardUnavailable {
+	if pd := d.Policy; pd != nil {
+		attrs = append(attrs, slog.Int64("policy_version", pd.Version), slog.String("policy_reason", pd.Reason), slog.Any("policies", pd.Policies))
+	}
+	if (d.Reason == ReasonNoPeer || d.Reason == ReasonGuardUnavailable) && err != nil {
 		attrs = append(attrs, slog.String("error", err.Error()))
 	}
 	p.log.LogAttrs(r.Context(), slog.LevelInfo, "pep: request denied", attrs...)
@@ -364,6 +473,13 @@ func (p *PEP) deny(w http.ResponseWriter, r *http.Request, d Decision, err error
 	case ReasonUnknownCaller, ReasonActionNotAllowed:
 		writeProblem(w, http.StatusForbidden, "access-denied", "Access denied",
 			fmt.Sprintf("%s is not granted action %q on resource %q", d.Caller, d.Action, d.Resource))
+	case ReasonPolicyDenied:
+		writeProblem(w, http.StatusForbidden, "policy-denied", "Denied by policy",
+			fmt.Sprintf("the service's policy does not allow action %q on resource %q", d.Action, d.Resource))
+	case ReasonPolicyUnavailable:
+		w.Header().Set("Retry-After", "5")
+		writeProblem(w, http.StatusServiceUnavailable, "policy-unavailable", "Policy not available",
+			"the service holds no policy yet; retry shortly")
 	case ReasonNoAccessList:
 		w.Header().Set("Retry-After", "5")
 		writeProblem(w, http.StatusServiceUnavailable, "no-access-list", "Access list not available",
