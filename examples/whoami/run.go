@@ -18,6 +18,7 @@ import (
 	"github.com/wardsec/ward/guard"
 	"github.com/wardsec/ward/identity"
 	"github.com/wardsec/ward/passport"
+	"github.com/wardsec/ward/pdp"
 	"github.com/wardsec/ward/pep"
 )
 
@@ -74,7 +75,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel() // runs before wg.Wait
-	taskErr := make(chan error, 2)
+	taskErr := make(chan error, 3)
 	start := func(run func(context.Context) error) {
 		wg.Go(func() {
 			if err := run(ctx); err != nil {
@@ -112,7 +113,13 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("whoami: audit: %w", err)
 		}
 		defer aw.Close()
-		pc := pep.Config{Guard: g, Routes: Routes(), Logger: cfg.Logger, Passports: pv}
+		// Cedar policies of the domain "<name>", pushed by the authority;
+		// until the domain has a version, access lists alone decide.
+		pd, err := pdp.NewForSource(src, pdp.Config{CacheDir: filepath.Join(cfg.SVIDDir, "policy"), Logger: cfg.Logger})
+		if err != nil {
+			return fmt.Errorf("whoami: policy decision point: %w", err)
+		}
+		pc := pep.Config{Guard: g, Routes: Routes(), Logger: cfg.Logger, Passports: pv, PDP: pd}
 		if aw != nil {
 			pc.Audit = aw
 		}
@@ -121,6 +128,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("whoami: %w", err)
 		}
 		start(g.Run)
+		start(pd.Run)
 		handler = src.Middleware(p.Middleware(GuardedHandler(src, g)))
 	}
 

@@ -29,6 +29,7 @@ import (
 	"github.com/wardsec/ward/guard"
 	"github.com/wardsec/ward/identity"
 	"github.com/wardsec/ward/passport"
+	"github.com/wardsec/ward/pdp"
 	"github.com/wardsec/ward/pep"
 )
 
@@ -55,6 +56,10 @@ type Response struct {
 	// Passport holds the verified claims of the request's passport (the
 	// end user a gateway authenticated); nil when it carried none.
 	Passport *passport.Claims `json:"passport,omitempty"`
+	// Decision is the policy decision point's answer: the Cedar policy
+	// version and the policies that allowed the request; nil when whoami
+	// runs without a PDP.
+	Decision *pdp.Decision `json:"decision,omitempty"`
 }
 
 // Access describes the PEP's decision for the request.
@@ -156,6 +161,7 @@ func newHandler(server func() spiffeid.ID, peer func(context.Context) (spiffeid.
 			if lists != nil {
 				resp.Access.ListVersion = lists.Version()
 			}
+			resp.Decision = d.Policy
 		}
 		if c, ok := passport.FromContext(r.Context()); ok {
 			resp.Passport = c

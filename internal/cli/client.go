@@ -134,7 +134,7 @@ func (c *apiClient) doBody(ctx context.Context, method, path, contentType string
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return problem.Decode(resp)
+		return decodeProblem(resp)
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if err != nil {
@@ -147,4 +147,43 @@ func (c *apiClient) doBody(ctx context.Context, method, path, contentType string
 		return fmt.Errorf("authority answer: %w", err)
 	}
 	return nil
+}
+
+// listedProblem is a problem with an "errors" extension member (a
+// rejected policy version lists every error and failed test there).
+type listedProblem struct {
+	*problem.Problem
+	Errors []string
+}
+
+func (e *listedProblem) Error() string {
+	return e.Problem.Error() + "\n  " + strings.Join(e.Errors, "\n  ")
+}
+
+func (e *listedProblem) Unwrap() error { return e.Problem }
+
+// decodeProblem decodes an unsuccessful answer, keeping its "errors" list.
+func decodeProblem(resp *http.Response) error {
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, problem.MaxBodySize))
+	resp.Body = io.NopCloser(bytes.NewReader(data))
+	err := problem.Decode(resp)
+	var ext struct {
+		Errors []string `json:"errors"`
+	}
+	var p *problem.Problem
+	if json.Unmarshal(data, &ext) == nil && len(ext.Errors) > 0 && errors.As(err, &p) {
+		if len(ext.Errors) > 100 {
+			ext.Errors = ext.Errors[:100]
+		}
+		for i, e := range ext.Errors {
+			ext.Errors[i] = strings.Map(func(r rune) rune {
+				if r < 0x20 || r == 0x7f {
+					return ' '
+				}
+				return r
+			}, e)
+		}
+		return &listedProblem{Problem: p, Errors: ext.Errors}
+	}
+	return err
 }

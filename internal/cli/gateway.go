@@ -23,6 +23,7 @@ import (
 	"github.com/wardsec/ward/identity"
 	"github.com/wardsec/ward/internal/gateway"
 	"github.com/wardsec/ward/internal/telemetry"
+	"github.com/wardsec/ward/pdp"
 )
 
 func newGatewayCmd(g *globals) *cobra.Command {
@@ -144,6 +145,16 @@ func (gr gatewayRun) run(ctx context.Context, ln net.Listener) error {
 	}
 	defer aw.Close()
 	opts.Audit = aw
+	// The "edge" policy domain is the route-level check; until it has a
+	// version, what passed the route's scopes is admitted.
+	edge, err := pdp.NewForSource(src, pdp.Config{CacheDir: filepath.Join(gr.stateDir, "policy"), Logger: gr.log.With("component", "gateway")})
+	if err != nil {
+		return fmt.Errorf("gateway policy: %w", err)
+	}
+	pdpDone := make(chan struct{})
+	go func() { defer close(pdpDone); _ = edge.Run(ctx) }()
+	defer func() { cancel(); <-pdpDone }()
+	opts.Policy = gateway.EdgePolicy{PDP: edge}
 	opts.Source = src
 	opts.Certificate = gr.certificate
 	opts.Logger = gr.log.With("component", "gateway")

@@ -108,6 +108,7 @@ func newRoot(g *globals) *cobra.Command {
 		newKeysCmd(g),
 		newGatewayCmd(g),
 		newRouteCmd(g),
+		newPolicyCmd(g),
 		newAuditCmd(g),
 		newAgentCmd(g),
 		newComponentCmd(g),

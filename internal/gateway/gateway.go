@@ -52,8 +52,8 @@ import (
 
 // Policy is the edge policy hook: a coarse, route-level decision made
 // after the credential and the route's scopes were checked. nil allows;
-// an error refuses with 403 (its text is the problem detail). The policy
-// issue plugs Cedar in here.
+// an error refuses with 403 (its text is the problem detail). EdgePolicy
+// runs the "edge" Cedar policy domain here.
 type Policy interface {
 	Authorize(ctx context.Context, route *Route, p *Principal, r *http.Request) error
 }

@@ -85,7 +85,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if g.cfg.Policy != nil {
-		if err := g.cfg.Policy.Authorize(r.Context(), &rt.Route, p, r); err != nil {
+		if err := g.cfg.Policy.Authorize(context.WithValue(r.Context(), correlationKey{}, tc.traceID), &rt.Route, p, r); err != nil {
 			g.refuse(w, r, rt, http.StatusForbidden, "forbidden", "Forbidden", err.Error(), "policy")
 			return
 		}
