@@ -368,6 +368,11 @@ func (p *PDP) fetch(ctx context.Context) error {
 		return nil
 	case errors.Is(err, ErrNoPolicy):
 		if cur == nil || cur.none {
+			if cur == nil && p.cfg.CacheDir != "" {
+				if err := p.saveNone(); err != nil {
+					p.log.Warn("pdp: caching the no-policy state failed", "domain", p.cfg.Domain, "error", err)
+				}
+			}
 			p.swap(&state{none: true})
 			return nil
 		}
@@ -479,7 +484,21 @@ func (p *PDP) swap(st *state) {
 const (
 	cacheBundle = "policy.jws"
 	cacheKeys   = "keys.json"
+	// cacheNone records that the authority said the domain has no
+	// version. A cached bundle always wins over it.
+	cacheNone = "no-policy"
 )
+
+// saveNone records the no-policy state unless a bundle is cached.
+func (p *PDP) saveNone() error {
+	if _, err := os.Stat(filepath.Join(p.cfg.CacheDir, cacheBundle)); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(p.cfg.CacheDir, 0o700); err != nil {
+		return err
+	}
+	return writeFile(filepath.Join(p.cfg.CacheDir, cacheNone), []byte(p.cfg.Domain+"\n"))
+}
 
 func (p *PDP) saveCache(jws []byte) error {
 	if err := os.MkdirAll(p.cfg.CacheDir, 0o700); err != nil {
@@ -490,12 +509,21 @@ func (p *PDP) saveCache(jws []byte) error {
 			return err
 		}
 	}
-	return writeFile(filepath.Join(p.cfg.CacheDir, cacheBundle), jws)
+	if err := writeFile(filepath.Join(p.cfg.CacheDir, cacheBundle), jws); err != nil {
+		return err
+	}
+	if err := os.Remove(filepath.Join(p.cfg.CacheDir, cacheNone)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 func (p *PDP) loadCache() error {
 	jws, err := readFile(filepath.Join(p.cfg.CacheDir, cacheBundle), MaxBundleSize)
 	if errors.Is(err, os.ErrNotExist) {
+		if none, err := readFile(filepath.Join(p.cfg.CacheDir, cacheNone), 256); err == nil && string(none) == p.cfg.Domain+"\n" {
+			p.state.Store(&state{none: true})
+		}
 		return nil
 	}
 	if err != nil {

@@ -154,6 +154,31 @@ func TestPDPRestartsFromCache(t *testing.T) {
 	}
 }
 
+func TestPDPRestartsWithoutPolicyFromCache(t *testing.T) {
+	a := newTestAuthority(t)
+	dir := filepath.Join(t.TempDir(), "policy")
+	p, _ := newPDP(t, a, func(c *Config) { c.CacheDir = dir })
+	if err := p.Refresh(context.Background()); err != nil || !p.Ready() {
+		t.Fatalf("refresh: %v", err)
+	}
+	a.setDown(true)
+	q, _ := newPDP(t, a, func(c *Config) { c.CacheDir = dir })
+	run(t, q)
+	waitFor(t, "cached no-policy state", q.Ready)
+	if d := decide(t, q, "bob"); !d.Allowed || d.Reason != ReasonNoPolicy {
+		t.Fatalf("decision %+v", d)
+	}
+	// Once a bundle is cached, the no-policy marker is gone.
+	a.setDown(false)
+	a.publish(1, content(1, denyBob), nil)
+	if err := q.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, cacheNone)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("no-policy marker kept: %v", err)
+	}
+}
+
 func TestPDPKeepsPolicyWhenAuthorityForgetsIt(t *testing.T) {
 	a := newTestAuthority(t)
 	a.publish(1, content(1, allowRead), nil)
