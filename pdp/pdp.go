@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,7 +35,8 @@ var (
 )
 
 // EventKind is the watch-stream kind announcing a new bundle:
-// {"domain": "...", "revision": N}.
+// {"domain": "...", "revision": N, "bundle": "<compact JWS>"}; the bundle
+// is present when small, and verified like a fetched one.
 const EventKind = "policy"
 
 // Fetcher talks to the authority. *Client implements it.
@@ -111,6 +113,7 @@ type PDP struct {
 	raw   atomic.Pointer[[]byte] // the JWKS behind keys
 	wake  chan struct{}
 	rep   chan struct{}
+	inbox chan []byte // bundles carried by announcements (latest wins)
 	unsub func()
 
 	fetchMu sync.Mutex
@@ -152,7 +155,7 @@ func New(cfg Config) (*PDP, error) {
 		_, _ = rand.Read(b[:])
 		cfg.Instance = host + "-" + hex.EncodeToString(b[:])
 	}
-	p := &PDP{cfg: cfg, log: cfg.Logger, now: cfg.Now, wake: make(chan struct{}, 1), rep: make(chan struct{}, 1)}
+	p := &PDP{cfg: cfg, log: cfg.Logger, now: cfg.Now, wake: make(chan struct{}, 1), rep: make(chan struct{}, 1), inbox: make(chan []byte, 1)}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -263,12 +266,26 @@ func (p *PDP) onEvent(kind string, payload []byte) {
 		var ev struct {
 			Domain   string `json:"domain"`
 			Revision int64  `json:"revision"`
+			Bundle   string `json:"bundle"`
 		}
 		if json.Unmarshal(payload, &ev) != nil || ev.Domain != p.cfg.Domain {
 			return
 		}
 		if st := p.state.Load(); st != nil && !st.none && ev.Revision <= st.revision {
 			return
+		}
+		if ev.Bundle != "" && len(ev.Bundle) <= MaxBundleSize {
+			for { // replace an older pending bundle
+				select {
+				case p.inbox <- []byte(ev.Bundle):
+					return
+				default:
+				}
+				select {
+				case <-p.inbox:
+				default:
+				}
+			}
 		}
 	default:
 		return
@@ -300,8 +317,22 @@ func (p *PDP) Run(ctx context.Context) error {
 	defer report.Stop()
 	go p.reporter(ctx, report.C)
 	backoff := time.Duration(0)
+	var pushed []byte
 	for {
-		err := p.fetch(ctx)
+		var err error
+		if pushed != nil {
+			// An announced bundle: applied without a fetch; if it does
+			// not verify or apply, fetch instead.
+			if err = p.Apply(ctx, pushed); err != nil && !errors.Is(err, ErrStale) {
+				p.log.Warn("pdp: announced bundle refused; fetching", "domain", p.cfg.Domain, "error", err)
+				err = p.fetch(ctx)
+			} else {
+				err = nil
+			}
+			pushed = nil
+		} else {
+			err = p.fetch(ctx)
+		}
 		switch {
 		case err == nil:
 			backoff = 0
@@ -318,12 +349,17 @@ func (p *PDP) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case pushed = <-p.inbox:
 		case <-p.wake:
 		case <-resync.C:
 		case <-retry:
 		}
 	}
 }
+
+// maxReportJitter spreads the status reports of a fleet that applied a
+// bundle at the same moment.
+const maxReportJitter = 500 * time.Millisecond
 
 // reporter sends status reports when asked and on every tick.
 func (p *PDP) reporter(ctx context.Context, tick <-chan time.Time) {
@@ -332,6 +368,12 @@ func (p *PDP) reporter(ctx context.Context, tick <-chan time.Time) {
 		case <-ctx.Done():
 			return
 		case <-p.rep:
+			// Spread a fleet's reports after a rollout.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(mrand.N(maxReportJitter)):
+			}
 		case <-tick:
 		}
 		st := p.state.Load()

@@ -197,12 +197,13 @@ type Authority struct {
 
 	hub        *hub
 	crls       *crlCache
-	sts        *sts.Service // OAuth 2.0 token service
-	lists      listCache    // signed access lists by provider
-	bundles    bundleCache  // signed policy bundles by domain
-	kidOnce    sync.Once    // computes kid
-	kid        string       // RFC 7638 thumbprint of signingKey
-	catalogMu  sync.Mutex   // serializes declarations in this replica
+	sts        *sts.Service  // OAuth 2.0 token service
+	lists      listCache     // signed access lists by provider
+	bundles    bundleCache   // signed policy bundles by domain
+	reports    statusReports // PDP status reports not stored yet
+	kidOnce    sync.Once     // computes kid
+	kid        string        // RFC 7638 thumbprint of signingKey
+	catalogMu  sync.Mutex    // serializes declarations in this replica
 	declMu     sync.Mutex
 	declLimits map[string]*rate.Limiter // changed declarations per service
 	services   sync.Map                 // name → *store.Service, see service

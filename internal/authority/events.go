@@ -84,6 +84,8 @@ func (a *Authority) loop(ctx context.Context) {
 	defer poll.Stop()
 	maint := time.NewTicker(time.Minute)
 	defer maint.Stop()
+	reports := time.NewTicker(time.Second)
+	defer reports.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -92,6 +94,9 @@ func (a *Authority) loop(ctx context.Context) {
 		case <-poll.C:
 		case <-maint.C:
 			a.maintain(ctx)
+		case <-reports.C:
+			_ = a.flushReports(ctx)
+			continue
 		}
 		a.hub.process(ctx)
 	}

@@ -31,7 +31,14 @@ type policyPayload struct {
 	Domain   string `json:"domain"`
 	Revision int64  `json:"revision"`
 	Subject  string `json:"subject"` // the SPIFFE ID that receives it
+	// Bundle is the signed bundle itself when it is small (at most
+	// maxInlineBundle bytes), so that a fleet applies it without a fetch;
+	// PDPs verify it like a fetched one.
+	Bundle string `json:"bundle,omitempty"`
 }
+
+// maxInlineBundle bounds a bundle carried in its announcement.
+const maxInlineBundle = 32 << 10
 
 // Policy administration limits.
 const (
@@ -217,7 +224,17 @@ func (a *Authority) policyChanged(ctx context.Context, d store.PolicyDomain) err
 	if err != nil {
 		return err
 	}
-	_, err = a.appendEvent(ctx, kindPolicy, policyPayload{Domain: d.Domain, Revision: d.Head, Subject: sub.String()})
+	ev := policyPayload{Domain: d.Domain, Revision: d.Head, Subject: sub.String()}
+	if d.Active != 0 {
+		jws, err := a.policyBundle(ctx, d)
+		if err != nil {
+			return err
+		}
+		if len(jws) <= maxInlineBundle {
+			ev.Bundle = string(jws)
+		}
+	}
+	_, err = a.appendEvent(ctx, kindPolicy, ev)
 	return err
 }
 
@@ -399,6 +416,9 @@ func (a *Authority) handlePolicyStatus(w http.ResponseWriter, r *http.Request, p
 	if err != nil {
 		return err
 	}
+	if err := a.flushReports(r.Context()); err != nil {
+		return err
+	}
 	sts, err := a.st.ListPolicyStatus(r.Context(), domain, a.now().Add(-statusWindow))
 	if err != nil {
 		return err
@@ -561,12 +581,62 @@ func (a *Authority) handleReportPolicyStatus(w http.ResponseWriter, r *http.Requ
 	if s.Version < 0 || s.Revision < 0 || s.ShadowVersion < 0 {
 		return errBadRequest("versions must not be negative")
 	}
-	now := a.now()
-	if err := a.st.PutPolicyStatus(r.Context(), store.PolicyStatus{Domain: domain, Instance: s.Instance, SPIFFEID: p.id.String(),
-		Version: s.Version, Revision: s.Revision, Shadow: s.ShadowVersion, ReportedAt: now}, now.Add(-24*time.Hour)); err != nil {
-		return err
+	if !a.reports.add(store.PolicyStatus{Domain: domain, Instance: s.Instance, SPIFFEID: p.id.String(),
+		Version: s.Version, Revision: s.Revision, Shadow: s.ShadowVersion, ReportedAt: a.now()}) {
+		return problem.New(http.StatusServiceUnavailable, slugUnavailable, "Unavailable", "too many status reports pending; retry later")
 	}
-	w.WriteHeader(http.StatusNoContent)
+	w.WriteHeader(http.StatusAccepted)
 	return nil
 }
 
+// maxPendingReports bounds the status reports held between flushes.
+const maxPendingReports = 100000
+
+// statusReports buffers PDP status reports (soft state): a fleet that
+// applies a version at once reports at once, and one transaction a second
+// stores them all instead of one each.
+type statusReports struct {
+	mu      sync.Mutex
+	pending map[[2]string]store.PolicyStatus
+}
+
+// add queues a report (the latest per instance wins); false when full.
+func (r *statusReports) add(s store.PolicyStatus) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pending == nil {
+		r.pending = map[[2]string]store.PolicyStatus{}
+	}
+	k := [2]string{s.Domain, s.Instance}
+	if _, ok := r.pending[k]; !ok && len(r.pending) >= maxPendingReports {
+		return false
+	}
+	r.pending[k] = s
+	return true
+}
+
+// take removes and returns the pending reports.
+func (r *statusReports) take() []store.PolicyStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]store.PolicyStatus, 0, len(r.pending))
+	for _, s := range r.pending {
+		out = append(out, s)
+	}
+	clear(r.pending)
+	return out
+}
+
+// flushReports stores the pending status reports; on failure they are
+// dropped (instances report again every 30 s).
+func (a *Authority) flushReports(ctx context.Context) error {
+	sts := a.reports.take()
+	if len(sts) == 0 {
+		return nil
+	}
+	err := a.st.PutPolicyStatus(ctx, sts, a.now().Add(-24*time.Hour))
+	if err != nil && ctx.Err() == nil {
+		a.log.WarnContext(ctx, "storing policy status reports failed", "reports", len(sts), "error", err)
+	}
+	return err
+}

@@ -172,7 +172,7 @@ func TestPolicyAdministration(t *testing.T) {
 
 	// Instances report; status counts them.
 	resp, body = e.do(orders, "POST", "/v1/policy/status", "", pdp.Status{Domain: "orders", Instance: "orders-1", Version: 3, Revision: 3})
-	if resp.StatusCode != http.StatusNoContent {
+	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("report: %d %s", resp.StatusCode, body)
 	}
 	resp, body = e.do(orders, "POST", "/v1/policy/status", "", pdp.Status{Domain: "payments", Instance: "x"})

@@ -135,19 +135,27 @@ func (s *Store) ListPolicyVersions(ctx context.Context, domain string, limit int
 	return out, wrap(rows.Err(), "list policy versions", "")
 }
 
-// PutPolicyStatus records an instance's report and forgets the domain's
-// reports older than pruneBefore.
-func (s *Store) PutPolicyStatus(ctx context.Context, st PolicyStatus, pruneBefore time.Time) error {
+// PutPolicyStatus records instances' reports in one transaction and
+// forgets reports older than pruneBefore.
+func (s *Store) PutPolicyStatus(ctx context.Context, sts []PolicyStatus, pruneBefore time.Time) error {
 	const op = "put policy status"
 	return wrap(s.writeTx(ctx, op, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM policy_status WHERE domain = ? AND reported_at < ?`), st.Domain, s.timeArg(pruneBefore)); err != nil {
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM policy_status WHERE reported_at < ?`), s.timeArg(pruneBefore)); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO policy_status (domain, instance, spiffe_id, version, revision, shadow_version, reported_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+		stmt, err := tx.PrepareContext(ctx, s.q(`INSERT INTO policy_status (domain, instance, spiffe_id, version, revision, shadow_version, reported_at) VALUES (?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (domain, instance) DO UPDATE SET spiffe_id = excluded.spiffe_id, version = excluded.version, revision = excluded.revision,
-			shadow_version = excluded.shadow_version, reported_at = excluded.reported_at`),
-			st.Domain, st.Instance, st.SPIFFEID, st.Version, st.Revision, st.Shadow, s.timeArg(st.ReportedAt))
-		return err
+			shadow_version = excluded.shadow_version, reported_at = excluded.reported_at`))
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for _, st := range sts {
+			if _, err := stmt.ExecContext(ctx, st.Domain, st.Instance, st.SPIFFEID, st.Version, st.Revision, st.Shadow, s.timeArg(st.ReportedAt)); err != nil {
+				return err
+			}
+		}
+		return nil
 	}), op, "")
 }
 

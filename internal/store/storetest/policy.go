@@ -67,8 +67,8 @@ func testPolicyVersions(t *testing.T, st *store.Store) {
 	// Status: upsert per instance, prune old reports.
 	put := func(instance string, version int64, at time.Time) {
 		t.Helper()
-		if err := st.PutPolicyStatus(ctx, store.PolicyStatus{Domain: "orders", Instance: instance, SPIFFEID: "spiffe://td/svc/orders",
-			Version: version, Revision: version, ReportedAt: at}, now.Add(-time.Hour)); err != nil {
+		if err := st.PutPolicyStatus(ctx, []store.PolicyStatus{{Domain: "orders", Instance: instance, SPIFFEID: "spiffe://td/svc/orders",
+			Version: version, Revision: version, ReportedAt: at}}, now.Add(-time.Hour)); err != nil {
 			t.Fatal(err)
 		}
 	}
