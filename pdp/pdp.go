@@ -630,3 +630,14 @@ func domainOf(id spiffeid.ID) (string, error) {
 	}
 	return "", fmt.Errorf("pdp: %s has no policy domain (want spiffe://<td>/svc/<name> or the gateway)", id)
 }
+
+// NewFixed returns a PDP that enforces set for domain and never changes:
+// for tests, benchmarks, and services that compile their policy into the
+// binary. It verifies nothing (set is trusted as given) and Run is not
+// needed.
+func NewFixed(domain string, set *Set) *PDP {
+	p := &PDP{cfg: Config{Domain: domain, Instance: "fixed"}, log: slog.New(slog.DiscardHandler), now: time.Now,
+		wake: make(chan struct{}, 1), rep: make(chan struct{}, 1), inbox: make(chan []byte, 1)}
+	p.state.Store(&state{revision: set.Version, active: set})
+	return p
+}

@@ -17,7 +17,7 @@ import (
 )
 
 // passportFixture is a gateway key and a verifier that trusts it.
-func passportFixture(t *testing.T) (*passport.Signer, *passport.Verifier) {
+func passportFixture(t testing.TB) (*passport.Signer, *passport.Verifier) {
 	t.Helper()
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	s, err := passport.NewSigner(priv)
@@ -35,7 +35,7 @@ func passportFixture(t *testing.T) (*passport.Signer, *passport.Verifier) {
 	return s, v
 }
 
-func mint(t *testing.T, s *passport.Signer, iat time.Time, ttl int64) string {
+func mint(t testing.TB, s *passport.Signer, iat time.Time, ttl int64) string {
 	t.Helper()
 	raw, err := s.Mint(&passport.Claims{Subject: "alice", Issuer: "https://authority", AuthMethod: "apikey", ID: passport.NewID(),
 		CorrelationID: "cid-1", Audience: "ward.test", IssuedAt: iat.Unix(), Expiry: iat.Unix() + ttl, Tenant: "acme"})
