@@ -1,5 +1,5 @@
 # Conveniences only: the README's commands work without make.
-.PHONY: test bench lint dev ci
+.PHONY: test bench bench-opa lint dev ci
 
 test:
 	go test ./...
@@ -17,3 +17,6 @@ dev:
 
 ci:
 	bash .ci/run
+
+bench-opa:
+	cd tools/opabench && go test -run '^$$' -bench . -benchmem

@@ -29,6 +29,7 @@ type Policy struct {
 // entities (walked exactly as Cedar's `in` walks them) and their types.
 type Index struct {
 	policies []Policy
+	filters  []scopeFilter // by policy
 	always   []int32
 	pEq, pIn map[types.EntityUID][]int32
 	rEq, rIn map[types.EntityUID][]int32
@@ -44,10 +45,56 @@ func NewIndex(policies []Policy) *Index {
 		aEq: map[types.EntityUID][]int32{}, aIn: map[types.EntityUID][]int32{},
 		pIs: map[types.EntityType][]int32{}, rIs: map[types.EntityType][]int32{},
 	}
+	ix.filters = make([]scopeFilter, len(policies))
 	for i, p := range policies {
-		ix.file(int32(i), (*xast.Policy)(p.Policy.AST()))
+		a := (*xast.Policy)(p.Policy.AST())
+		ix.file(int32(i), a)
+		ix.filters[i] = newScopeFilter(a)
 	}
 	return ix
+}
+
+// scopeFilter holds the scope conditions of a policy that need no entity
+// lookup (==, is): a candidate that fails one cannot match, and skipping
+// it loses no error (a scope never errors).
+type scopeFilter struct {
+	pEq, aEq, rEq          types.EntityUID
+	pIs, rIs               types.EntityType
+	hasPEq, hasAEq, hasREq bool
+	hasPIs, hasRIs         bool
+}
+
+func newScopeFilter(p *xast.Policy) scopeFilter {
+	var f scopeFilter
+	switch s := p.Principal.(type) {
+	case xast.ScopeTypeEq:
+		f.pEq, f.hasPEq = s.Entity, true
+	case xast.ScopeTypeIs:
+		f.pIs, f.hasPIs = s.Type, true
+	case xast.ScopeTypeIsIn:
+		f.pIs, f.hasPIs = s.Type, true
+	}
+	if s, ok := p.Action.(xast.ScopeTypeEq); ok {
+		f.aEq, f.hasAEq = s.Entity, true
+	}
+	switch s := p.Resource.(type) {
+	case xast.ScopeTypeEq:
+		f.rEq, f.hasREq = s.Entity, true
+	case xast.ScopeTypeIs:
+		f.rIs, f.hasRIs = s.Type, true
+	case xast.ScopeTypeIsIn:
+		f.rIs, f.hasRIs = s.Type, true
+	}
+	return f
+}
+
+// admits reports whether req passes the filter.
+func (f *scopeFilter) admits(req *cedar.Request) bool {
+	return (!f.hasAEq || f.aEq == req.Action) &&
+		(!f.hasRIs || f.rIs == req.Resource.Type) &&
+		(!f.hasREq || f.rEq == req.Resource) &&
+		(!f.hasPIs || f.pIs == req.Principal.Type) &&
+		(!f.hasPEq || f.pEq == req.Principal)
 }
 
 // file puts policy i under its most selective scope condition.
@@ -158,6 +205,13 @@ func (ix *Index) Authorize(entities types.EntityGetter, req cedar.Request) (ceda
 	if len(ix.aIn) > 0 {
 		c.idx = inBuckets(c.idx, ix.aIn, entities, req.Action)
 	}
+	kept := c.idx[:0]
+	for _, i := range c.idx {
+		if ix.filters[i].admits(&req) {
+			kept = append(kept, i)
+		}
+	}
+	c.idx = kept
 	return cedar.Authorize(&c, entities, req)
 }
 
@@ -180,20 +234,42 @@ func ancestors(entities types.EntityGetter, uid types.EntityUID, fn func(types.E
 	if !ok || e.Parents.Len() == 0 {
 		return
 	}
+	// A principal has a handful of ancestors (its roles): a linear set
+	// in an array until it has many.
+	var small [8]types.EntityUID
+	n := 0
 	var seen map[types.EntityUID]struct{}
 	var todo []types.EntityUID
-	visit := func(parents types.EntityUIDSet) {
-		for k := range parents.All() {
-			if k == uid {
-				continue
-			}
-			if seen == nil {
-				seen = make(map[types.EntityUID]struct{}, 8)
-			}
+	added := func(k types.EntityUID) bool {
+		if seen != nil {
 			if _, dup := seen[k]; dup {
-				continue
+				return false
 			}
 			seen[k] = struct{}{}
+			return true
+		}
+		for _, x := range small[:n] {
+			if x == k {
+				return false
+			}
+		}
+		if n < len(small) {
+			small[n] = k
+			n++
+			return true
+		}
+		seen = make(map[types.EntityUID]struct{}, 2*len(small))
+		for _, x := range small {
+			seen[x] = struct{}{}
+		}
+		seen[k] = struct{}{}
+		return true
+	}
+	visit := func(parents types.EntityUIDSet) {
+		for k := range parents.All() {
+			if k == uid || !added(k) {
+				continue
+			}
 			fn(k)
 			if p, ok := entities.Get(k); ok && p.Parents.Len() > 0 {
 				todo = append(todo, k)

@@ -118,6 +118,8 @@ type PDP struct {
 
 	fetchMu sync.Mutex
 
+	principals principalCache
+
 	decisions, denials, disagreements atomic.Uint64
 }
 
@@ -206,7 +208,11 @@ func (p *PDP) Decide(ctx context.Context, in *Input) (Decision, error) {
 	if st.none {
 		return Decision{Allowed: true, Reason: ReasonNoPolicy}, nil
 	}
-	req, entities := Request(in)
+	var u *principal
+	if in.Passport != nil {
+		u = p.principals.get(in.Passport)
+	}
+	req, entities := request(in, u)
 	if len(p.cfg.Providers) > 0 {
 		if err := p.provide(ctx, in, entities); err != nil {
 			p.decisions.Add(1)
@@ -234,9 +240,9 @@ func (p *PDP) Decide(ctx context.Context, in *Input) (Decision, error) {
 	return d, nil
 }
 
-// provide runs the entity providers within the timeout and merges their
-// entities into entities.
-func (p *PDP) provide(ctx context.Context, in *Input, entities types.EntityMap) error {
+// provide runs the entity providers within the timeout and adds their
+// entities to entities.
+func (p *PDP) provide(ctx context.Context, in *Input, entities *modelEntities) error {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.ProviderTimeout)
 	defer cancel()
 	for i, pr := range p.cfg.Providers {
@@ -247,14 +253,17 @@ func (p *PDP) provide(ctx context.Context, in *Input, entities types.EntityMap) 
 		if err != nil {
 			return fmt.Errorf("%w: provider %d: %v", ErrEntities, i, err)
 		}
-		if len(es)+len(entities) > MaxEntities {
+		if len(es)+len(entities.extra)+2 > MaxEntities {
 			return fmt.Errorf("%w: more than %d entities", ErrEntities, MaxEntities)
 		}
+		if entities.extra == nil {
+			entities.extra = make(types.EntityMap, len(es))
+		}
 		for _, e := range es {
-			entities[e.UID] = e
+			entities.extra[e.UID] = e
 		}
 	}
-	return CheckEntities(entities)
+	return CheckEntities(entities.all())
 }
 
 // onEvent runs on the watch goroutine: wake the loop for a newer bundle
