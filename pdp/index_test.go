@@ -24,7 +24,7 @@ func uid(typ, id string) types.EntityUID {
 
 func newWorld(r *rand.Rand) *world {
 	w := &world{entities: types.EntityMap{}}
-	for i := range 6 {
+	for i := range 14 {
 		w.groups = append(w.groups, uid("Group", fmt.Sprint("g", i)))
 		w.folders = append(w.folders, uid("Folder", fmt.Sprint("f", i)))
 	}
@@ -45,7 +45,7 @@ func newWorld(r *rand.Rand) *world {
 	}
 	// Nesting may form cycles: Cedar's walk must cope, and so must ours.
 	for _, g := range w.groups {
-		w.entities[g] = types.Entity{UID: g, Parents: pick(w.groups, r.IntN(2))}
+		w.entities[g] = types.Entity{UID: g, Parents: pick(w.groups, r.IntN(3))}
 	}
 	for _, f := range w.folders {
 		w.entities[f] = types.Entity{UID: f, Parents: pick(w.folders, r.IntN(2))}
@@ -54,7 +54,9 @@ func newWorld(r *rand.Rand) *world {
 		if i%4 == 3 { // some principals are unknown to the store
 			continue
 		}
-		w.entities[u] = types.Entity{UID: u, Parents: pick(w.groups, r.IntN(3)),
+		// Up to 9 direct groups, more through nesting: past the
+		// index's small ancestor set.
+		w.entities[u] = types.Entity{UID: u, Parents: pick(w.groups, r.IntN(10)),
 			Attributes: types.NewRecord(types.RecordMap{"level": types.Long(r.IntN(5))})}
 	}
 	for i, d := range w.docs {

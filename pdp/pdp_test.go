@@ -314,3 +314,18 @@ func FuzzParseBundle(f *testing.F) {
 		}
 	})
 }
+
+// TestEvaluationErrorsDeny: Cedar skips a policy that fails to evaluate,
+// so a failing forbid would let a permit through; ward denies instead.
+func TestEvaluationErrorsDeny(t *testing.T) {
+	set, err := NewSet(content(1, `@id("ok") permit(principal, action, resource);
+@id("broken") forbid(principal, action, resource) when { principal.missing == 1 };`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, entities := Request(input("alice"))
+	d := set.Decide(entities, req)
+	if d.Allowed || d.Reason != ReasonPolicyError || len(d.Errors) != 1 || !strings.HasPrefix(d.Errors[0], "broken: ") {
+		t.Fatalf("decision %+v", d)
+	}
+}

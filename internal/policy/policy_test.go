@@ -96,3 +96,28 @@ func TestLoadDirRefusesEmpty(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+// FuzzParseCases: pushed test files are untrusted bytes.
+func FuzzParseCases(f *testing.F) {
+	src, err := LoadDir("testdata/whoami")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add([]byte(src.Tests[0].Text))
+	f.Add([]byte("cases: [{principal: 'User::\"a\"', action: 'Action::\"b\"', resource: 'R::\"c\"', expect: deny, context: {x: {__entity: {type: T, id: i}}}}]"))
+	f.Add([]byte("cases:\n  - entities: [{uid: 'A::\"1\"', parents: ['A::\"1\"']}]\n    expect: allow\n"))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		cases, err := ParseCases(doc)
+		if err != nil {
+			return
+		}
+		for _, c := range cases {
+			_, _, _ = c.Request()
+		}
+		r, err := Check(Source{Policies: src.Policies, Schema: src.Schema, Tests: []TestFile{{Name: "f.yaml", Text: string(doc)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = r.Summary()
+	})
+}
