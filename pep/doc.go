@@ -43,6 +43,17 @@
 // passport.FromContext, and passport.Client forwards them downstream.
 // The caller is still the mTLS peer; the passport says on whose behalf.
 //
+// # Policies
+//
+// With Config.PDP (a *pdp.PDP), a request the access list allowed is
+// then decided by the service's Cedar policies, after the passport check:
+// the principal is the passport's user (or the calling service without
+// one), the action and resource are the route's, and the resource ID is
+// the route's {id} wildcard (Route.IDParam names another). A denial is 403
+// "policy-denied"; while the PDP does not know its domain's policy yet,
+// 503 "policy-unavailable". The decision record — policy version and the
+// policies that decided — is in Decision.Policy and in the audit event.
+//
 // Routes use net/http ServeMux patterns and ServeMux precedence, so the
 // table reads like the service's own mux. A request the mux would
 // redirect (a path that is not clean, or a subtree pattern requested
