@@ -188,6 +188,9 @@ func New(cfg Config) (*PEP, error) {
 		if !actionRE.MatchString(rt.Action) {
 			return nil, fmt.Errorf("%w: Routes[%d] %q: %q is not a valid action (lower-case letters, digits, _ and -, starting with a letter)", ErrInvalidConfig, i, rt.Pattern, rt.Action)
 		}
+		if len(rt.Attributes) > 32 {
+			return nil, fmt.Errorf("%w: Routes[%d] %q: more than 32 attributes", ErrInvalidConfig, i, rt.Pattern)
+		}
 		if msg := register(http.NewServeMux(), rt); msg != "" {
 			return nil, fmt.Errorf("%w: Routes[%d]: %s", ErrInvalidConfig, i, msg)
 		}
@@ -371,7 +374,7 @@ func (p *PEP) Middleware(next http.Handler) http.Handler {
 // dc; false when it refused.
 func (p *PEP) policy(ctx context.Context, r *http.Request, rt *route, dc *decisionContext, c *passport.Claims) bool {
 	in := pdp.Input{Caller: dc.d.Caller, Passport: c, Resource: dc.d.Resource, Action: dc.d.Action,
-		ResourceID: rt.resourceID(r), CorrelationID: correlationID(r, c)}
+		ResourceID: rt.resourceID(r), ResourceAttrs: rt.Attributes, CorrelationID: correlationID(r, c)}
 	pd, err := p.pdp.Decide(ctx, &in)
 	dc.d.Policy = &pd
 	switch {

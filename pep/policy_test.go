@@ -86,7 +86,7 @@ func TestResourceIDs(t *testing.T) {
 		{Pattern: "GET /orders/{id}/items", Resource: "orders", Action: "read"},
 		{Pattern: "GET /files/{path...}", Resource: "files", Action: "read", IDParam: "path"},
 		{Pattern: "GET /users/{uid}/x/{other}", Resource: "users", Action: "read", IDParam: "uid"},
-		{Pattern: "GET /status", Resource: "status", Action: "read"},
+		{Pattern: "GET /status", Resource: "status", Action: "read", Attributes: map[string]string{"classification": "public"}},
 	}
 	var grants []grant
 	for _, r := range routes {
@@ -103,5 +103,8 @@ func TestResourceIDs(t *testing.T) {
 		if w.Code != 200 || s.in.ResourceID != want {
 			t.Fatalf("%s: status %d, resource ID %q, want %q", path, w.Code, s.in.ResourceID, want)
 		}
+	}
+	if s.in.ResourceAttrs["classification"] != "public" {
+		t.Fatalf("route attributes not passed: %+v", s.in.ResourceAttrs)
 	}
 }
