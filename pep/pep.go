@@ -71,6 +71,9 @@ type Route struct {
 	// for the PDP ("id" for "GET /orders/{id}"); "" means the wildcard
 	// {id} when the pattern has one, else the request path is the ID.
 	IDParam string
+	// Attributes become the resource entity's attributes for the PDP
+	// (strings; at most 32), e.g. {"classification": "pii"}.
+	Attributes map[string]string
 }
 
 // Config configures a PEP.
