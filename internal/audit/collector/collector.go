@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wardsec/ward/internal/audit/agent"
@@ -121,31 +122,60 @@ func (c *Collector) Run(ctx context.Context) error {
 	if err := c.checkpoint(ctx); err != nil {
 		c.log.Warn("collector: checkpoint failed", "error", err)
 	}
+	// A continuous pull: up to 64 messages (each up to 512 events, see
+	// agent.BatchHeader) are kept in flight; a batch is whatever arrived,
+	// up to Batch events.
+	var it jetstream.MessagesContext
+	defer func() {
+		if it != nil {
+			it.Stop()
+		}
+	}()
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(c.cfg.Batch, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+		if it == nil {
+			if it, err = cons.Messages(jetstream.PullMaxMessages(64)); err != nil {
+				c.log.Warn("collector: subscribe failed; retrying", "error", err)
+				it = nil
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+				continue
 			}
-			c.log.Warn("collector: fetch failed; retrying", "error", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-			continue
 		}
 		var msgs []jetstream.Msg
 		var in []Incoming
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
-			id := m.Headers().Get("Nats-Msg-Id")
-			if id == "" {
-				md, _ := m.Metadata()
-				if md != nil {
-					id = fmt.Sprintf("stream-%d", md.Sequence.Stream)
-				}
+		wait := time.Second
+		for len(in) < c.cfg.Batch {
+			m, err := it.Next(jetstream.NextMaxWait(wait))
+			if errors.Is(err, nats.ErrTimeout) {
+				break
 			}
-			in = append(in, Incoming{Source: strings.TrimPrefix(m.Subject(), agent.SubjectEventsPrefix), MsgID: id, Data: m.Data()})
+			if err != nil {
+				if ctx.Err() == nil {
+					c.log.Warn("collector: receive failed; resubscribing", "error", err)
+				}
+				it.Stop()
+				it = nil
+				break
+			}
+			wait = 5 * time.Millisecond // after the first: take what has arrived
+			msgs = append(msgs, m)
+			hdr := m.Headers()
+			id := hdr.Get("Nats-Msg-Id")
+			md, _ := m.Metadata()
+			if id == "" && md != nil {
+				id = fmt.Sprintf("stream-%d", md.Sequence.Stream)
+			}
+			source := strings.TrimPrefix(m.Subject(), agent.SubjectEventsPrefix)
+			n := 0
+			agent.Unpack(hdr.Get(agent.BatchHeader) == "1", id, m.Data(), func(eid string, ev []byte) {
+				if eid == "" { // a malformed batch line: stored as it came, under an ID of its position
+					eid = fmt.Sprintf("%s/%d", id, n)
+				}
+				n++
+				in = append(in, Incoming{Source: source, MsgID: eid, Data: ev})
+			})
 		}
 		if len(in) > 0 {
 			hashes, dups, err := c.cfg.Store.Insert(ctx, in)
