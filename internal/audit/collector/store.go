@@ -121,7 +121,7 @@ func OpenStore(ctx context.Context, path string) (*Store, error) {
 		return &Store{db: db, pg: true}, nil
 	}
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "synchronous(NORMAL)", "foreign_keys(ON)", "cache_size(-65536)", "temp_store(MEMORY)"} {
+	for _, p := range []string{"page_size(16384)", "journal_mode(WAL)", "busy_timeout(10000)", "synchronous(NORMAL)", "foreign_keys(ON)", "cache_size(-65536)", "temp_store(MEMORY)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
@@ -241,15 +241,32 @@ func (s *Store) Insert(ctx context.Context, batch []Incoming) (hashes [][]byte, 
 	}{}
 	const cols = 12
 	var vals []any
+	// The full-chunk insert is prepared once per transaction: parsing a
+	// 2,400-placeholder statement for every chunk cost as much as
+	// executing it.
+	stmts := map[int]*sql.Stmt{}
+	defer func() {
+		for _, st := range stmts {
+			st.Close()
+		}
+	}()
 	flush := func() error {
 		if len(vals) == 0 {
 			return nil
 		}
 		n := len(vals) / cols
-		row := "(?" + strings.Repeat(", ?", cols-1) + ")"
-		q := `INSERT INTO events (source, seq, msg_id, time, kind, cid, caller, usr, decision, data, prev, hash) VALUES ` +
-			row + strings.Repeat(", "+row, n-1) + ` ON CONFLICT (msg_id) DO NOTHING`
-		res, err := tx.ExecContext(ctx, s.q(q), vals...)
+		st, ok := stmts[n]
+		if !ok {
+			row := "(?" + strings.Repeat(", ?", cols-1) + ")"
+			q := `INSERT INTO events (source, seq, msg_id, time, kind, cid, caller, usr, decision, data, prev, hash) VALUES ` +
+				row + strings.Repeat(", "+row, n-1) + ` ON CONFLICT (msg_id) DO NOTHING`
+			var err error
+			if st, err = tx.PrepareContext(ctx, s.q(q)); err != nil {
+				return err
+			}
+			stmts[n] = st
+		}
+		res, err := st.ExecContext(ctx, vals...)
 		if err != nil {
 			return err
 		}
