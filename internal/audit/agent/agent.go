@@ -482,6 +482,14 @@ func (a *Agent) msgID(fs *fileState, off int64) string {
 // host and container context; anything else is wrapped as audit.raw; then
 // everything is redacted.
 func (a *Agent) prepare(line []byte) []byte {
+	if out, ok := a.prepareFast(line); ok {
+		return out
+	}
+	return a.prepareSlow(line)
+}
+
+// prepareSlow is prepare for any line: decode, redact, encode.
+func (a *Agent) prepareSlow(line []byte) []byte {
 	e, err := audit.ParseLine(line)
 	if err != nil {
 		a.raw.Add(1)

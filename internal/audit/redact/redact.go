@@ -15,7 +15,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
+
+	"github.com/valyala/fastjson"
 
 	"github.com/wardsec/ward/audit"
 )
@@ -162,6 +165,11 @@ func (r *Redactor) value(key string, v any) (any, bool) {
 			return s, true
 		}
 		return t, false
+	case float64:
+		if s, ch := r.String(strconv.FormatFloat(t, 'f', -1, 64)); ch {
+			return s, true
+		}
+		return t, false
 	}
 	return v, false
 }
@@ -236,4 +244,77 @@ func luhn(s string) bool {
 		n++
 	}
 	return n >= 13 && sum%10 == 0
+}
+
+// JSON redacts a parsed JSON value (the value of field key, "" at the
+// top) with the rules Line applies to decoded JSON: every string at any
+// depth, number texts (a card number written as a number), and the whole
+// value of a sensitive field unless it is an empty string. Objects and
+// arrays are changed in place; a replaced scalar is returned (nil when
+// v stays). New values come from ar.
+func (r *Redactor) JSON(key []byte, v *fastjson.Value, ar *fastjson.Arena) (repl *fastjson.Value, changed bool) {
+	if len(key) > 0 && r.sensitive(key) {
+		if v.Type() == fastjson.TypeString && len(v.GetStringBytes()) == 0 {
+			return nil, false
+		}
+		return ar.NewString(MarkField), true
+	}
+	switch v.Type() {
+	case fastjson.TypeString:
+		s := v.GetStringBytes()
+		if ns, ch := r.String(string(s)); ch {
+			return ar.NewString(ns), true
+		}
+	case fastjson.TypeNumber:
+		if ns, ch := r.String(v.String()); ch {
+			return ar.NewString(ns), true
+		}
+	case fastjson.TypeObject:
+		o, _ := v.Object()
+		var keys []string
+		var vals []*fastjson.Value
+		o.Visit(func(k []byte, x *fastjson.Value) {
+			if nx, ch := r.JSON(k, x, ar); ch {
+				changed = true
+				if nx != nil {
+					keys, vals = append(keys, string(k)), append(vals, nx)
+				}
+			}
+		})
+		for i, k := range keys {
+			o.Set(k, vals[i])
+		}
+		return nil, changed
+	case fastjson.TypeArray:
+		items, _ := v.Array()
+		for i, x := range items {
+			if nx, ch := r.JSON(nil, x, ar); ch {
+				changed = true
+				if nx != nil {
+					v.SetArrayItem(i, nx)
+				}
+			}
+		}
+		return nil, changed
+	}
+	return nil, false
+}
+
+// sensitive reports whether a field name is one whose value is removed,
+// without allocating for the usual short names.
+func (r *Redactor) sensitive(key []byte) bool {
+	if len(key) > 64 {
+		return r.fields[normField(string(key))]
+	}
+	var buf [64]byte
+	for i, c := range key {
+		switch {
+		case c >= 'A' && c <= 'Z':
+			c += 'a' - 'A'
+		case c == '-':
+			c = '_'
+		}
+		buf[i] = c
+	}
+	return r.fields[string(buf[:len(key)])]
 }
