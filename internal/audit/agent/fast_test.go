@@ -52,7 +52,7 @@ func sameEvent(t testing.TB, fast, slow []byte) {
 	if !ef.Time.Equal(es.Time) {
 		t.Fatalf("time: fast %s, slow %s", fast, slow)
 	}
-	ef.Time, es.Time = es.Time, es.Time
+	ef.Time = es.Time
 	jf, _ := json.Marshal(ef)
 	js, _ := json.Marshal(es)
 	if !bytes.Equal(jf, js) {
