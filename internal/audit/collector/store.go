@@ -60,14 +60,21 @@ CREATE TABLE IF NOT EXISTS events (
 	decision TEXT NOT NULL,
 	data     BLOB NOT NULL,                -- the event as received (redacted JSON)
 	prev     BLOB NOT NULL,                -- hash of the source's previous event (32 zero bytes first)
-	hash     BLOB NOT NULL,                -- SHA-256(prev || source || seq || msg_id || data)
-	UNIQUE (source, seq)
+	hash     BLOB NOT NULL                 -- SHA-256(prev || source || seq || msg_id || data)
 );
 CREATE INDEX IF NOT EXISTS events_cid ON events (cid, time);
 CREATE INDEX IF NOT EXISTS events_caller ON events (caller, time);
 CREATE INDEX IF NOT EXISTS events_usr ON events (usr, time);
 CREATE INDEX IF NOT EXISTS events_kind ON events (kind, time);
 CREATE INDEX IF NOT EXISTS events_time ON events (time);
+-- The head of each source's chain, updated with every batch; a batch
+-- whose head moved under it (another collector) is refused.
+CREATE TABLE IF NOT EXISTS heads (
+	source TEXT PRIMARY KEY,
+	seq    INTEGER NOT NULL,
+	hash   BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (
 	id         INTEGER PRIMARY KEY,
 	size       INTEGER NOT NULL,
@@ -90,14 +97,19 @@ CREATE TABLE IF NOT EXISTS events (
 	decision TEXT NOT NULL,
 	data     BYTEA NOT NULL,
 	prev     BYTEA NOT NULL,
-	hash     BYTEA NOT NULL,
-	UNIQUE (source, seq)
+	hash     BYTEA NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_cid ON events (cid, time);
 CREATE INDEX IF NOT EXISTS events_caller ON events (caller, time);
 CREATE INDEX IF NOT EXISTS events_usr ON events (usr, time);
 CREATE INDEX IF NOT EXISTS events_kind ON events (kind, time);
 CREATE INDEX IF NOT EXISTS events_time ON events (time);
+CREATE TABLE IF NOT EXISTS heads (
+	source TEXT PRIMARY KEY,
+	seq    BIGINT NOT NULL,
+	hash   BYTEA NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (
 	id         BIGSERIAL PRIMARY KEY,
 	size       BIGINT NOT NULL,
@@ -118,7 +130,12 @@ func OpenStore(ctx context.Context, path string) (*Store, error) {
 			db.Close()
 			return nil, fmt.Errorf("collector: schema: %w", err)
 		}
-		return &Store{db: db, pg: true}, nil
+		st := &Store{db: db, pg: true}
+		if err := st.fillHeads(ctx); err != nil {
+			db.Close()
+			return nil, err
+		}
+		return st, nil
 	}
 	q := url.Values{}
 	for _, p := range []string{"page_size(16384)", "journal_mode(WAL)", "busy_timeout(10000)", "synchronous(NORMAL)", "foreign_keys(ON)", "cache_size(-65536)", "temp_store(MEMORY)"} {
@@ -134,7 +151,40 @@ func OpenStore(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("collector: schema: %w", err)
 	}
-	return &Store{db: db}, nil
+	st := &Store{db: db}
+	if err := st.fillHeads(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
+// fillHeads builds the heads table once for a database written before it
+// existed (whose events carry a unique (source, seq) index for the
+// lookup); afterwards every batch maintains it.
+func (s *Store) fillHeads(ctx context.Context) error {
+	var v string
+	err := s.db.QueryRowContext(ctx, `SELECT v FROM meta WHERE k = 'heads'`).Scan(&v)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("collector: schema: %w", err)
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO heads (source, seq, hash)
+		SELECT e.source, e.seq, e.hash FROM events e WHERE e.seq = (SELECT MAX(seq) FROM events WHERE source = e.source)
+		ON CONFLICT (source) DO NOTHING`); err != nil {
+		return fmt.Errorf("collector: build chain heads: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO meta (k, v) VALUES ('heads', '1')`); err != nil {
+		return fmt.Errorf("collector: build chain heads: %w", err)
+	}
+	return tx.Commit()
 }
 
 // Close closes the database.
@@ -204,6 +254,20 @@ func chainHash(prev []byte, source string, seq int64, msgID string, data []byte)
 // source's previous event. It returns the stored hashes, in store order,
 // and how many were duplicates.
 func (s *Store) Insert(ctx context.Context, batch []Incoming) (hashes [][]byte, dups int, err error) {
+	// Duplicates are rare (a redelivery, an agent that lost its
+	// checkpoints): insert first, and only when some row was already
+	// there, roll back and look them up.
+	hashes, dups, err = s.insert(ctx, batch, false)
+	if errors.Is(err, errDuplicates) {
+		hashes, dups, err = s.insert(ctx, batch, true)
+	}
+	return hashes, dups, err
+}
+
+// errDuplicates: an optimistic insert met stored events.
+var errDuplicates = errors.New("collector: batch holds stored events")
+
+func (s *Store) insert(ctx context.Context, batch []Incoming, lookup bool) (hashes [][]byte, dups int, err error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, 0, err
@@ -212,7 +276,7 @@ func (s *Store) Insert(ctx context.Context, batch []Incoming) (hashes [][]byte, 
 	// Which messages are stored already (redeliveries, retried publishes)?
 	stored := map[string]bool{}
 	const idChunk = 500
-	for i := 0; i < len(batch); i += idChunk {
+	for i := 0; lookup && i < len(batch); i += idChunk {
 		part := batch[i:min(i+idChunk, len(batch))]
 		args := make([]any, len(part))
 		for j, m := range part {
@@ -235,10 +299,12 @@ func (s *Store) Insert(ctx context.Context, batch []Incoming) (hashes [][]byte, 
 			return nil, 0, err
 		}
 	}
-	heads := map[string]struct {
+	type head struct {
 		seq  int64
 		hash []byte
-	}{}
+		from int64 // the stored head's seq (-1: no row yet)
+	}
+	heads := map[string]*head{}
 	const cols = 12
 	var vals []any
 	// The full-chunk insert is prepared once per transaction: parsing a
@@ -271,6 +337,9 @@ func (s *Store) Insert(ctx context.Context, batch []Incoming) (hashes [][]byte, 
 			return err
 		}
 		if got, _ := res.RowsAffected(); got != int64(n) {
+			if !lookup {
+				return errDuplicates
+			}
 			// Another collector stored some of them meanwhile: start over.
 			return fmt.Errorf("collector: %d of %d events stored concurrently by another collector", int64(n)-got, n)
 		}
@@ -284,27 +353,28 @@ func (s *Store) Insert(ctx context.Context, batch []Incoming) (hashes [][]byte, 
 			continue
 		}
 		stored[m.MsgID] = true // a message twice in one batch
-		head, ok := heads[m.Source]
+		hd, ok := heads[m.Source]
 		if !ok {
-			err := tx.QueryRowContext(ctx, s.q(`SELECT seq, hash FROM events WHERE source = ? ORDER BY seq DESC LIMIT 1`), m.Source).Scan(&head.seq, &head.hash)
+			hd = &head{}
+			err := tx.QueryRowContext(ctx, s.q(`SELECT seq, hash FROM heads WHERE source = ?`), m.Source).Scan(&hd.seq, &hd.hash)
 			if errors.Is(err, sql.ErrNoRows) {
-				head.hash = make([]byte, 32)
+				hd.hash, hd.from = make([]byte, 32), -1
 			} else if err != nil {
 				return nil, 0, err
+			} else {
+				hd.from = hd.seq
 			}
+			heads[m.Source] = hd
 		}
 		e, perr := indexFields(m.Data)
 		if perr != nil { // stored anyway (never lose a line), indexed as raw
 			e = index{Kind: audit.KindRaw, Time: time.Now()}
 		}
-		seq := head.seq + 1
-		h := chainHash(head.hash, m.Source, seq, m.MsgID, m.Data)
+		seq := hd.seq + 1
+		h := chainHash(hd.hash, m.Source, seq, m.MsgID, m.Data)
 		vals = append(vals, m.Source, seq, m.MsgID, e.Time.UnixMicro(), e.Kind, e.CorrelationID, e.Caller, e.User,
-			e.Decision, m.Data, head.hash, h)
-		heads[m.Source] = struct {
-			seq  int64
-			hash []byte
-		}{seq, h}
+			e.Decision, m.Data, hd.hash, h)
+		hd.seq, hd.hash = seq, h
 		hashes = append(hashes, h)
 		if len(vals) >= rowChunk*cols {
 			if err := flush(); err != nil {
@@ -314,6 +384,25 @@ func (s *Store) Insert(ctx context.Context, batch []Incoming) (hashes [][]byte, 
 	}
 	if err := flush(); err != nil {
 		return nil, 0, err
+	}
+	// Move each source's head; one that moved under this transaction
+	// means another collector chained events meanwhile: start over.
+	for src, hd := range heads {
+		if hd.seq == hd.from {
+			continue
+		}
+		var res sql.Result
+		if hd.from < 0 {
+			res, err = tx.ExecContext(ctx, s.q(`INSERT INTO heads (source, seq, hash) VALUES (?, ?, ?) ON CONFLICT (source) DO NOTHING`), src, hd.seq, hd.hash)
+		} else {
+			res, err = tx.ExecContext(ctx, s.q(`UPDATE heads SET seq = ?, hash = ? WHERE source = ? AND seq = ?`), hd.seq, hd.hash, src, hd.from)
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return nil, 0, fmt.Errorf("collector: the chain of %s moved under this batch (another collector): retried", src)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, 0, err
