@@ -122,67 +122,23 @@ func (c *Collector) Run(ctx context.Context) error {
 	if err := c.checkpoint(ctx); err != nil {
 		c.log.Warn("collector: checkpoint failed", "error", err)
 	}
-	// A continuous pull: up to 64 messages (each up to 512 events, see
-	// agent.BatchHeader) are kept in flight; a batch is whatever arrived,
-	// up to Batch events.
-	var it jetstream.MessagesContext
-	defer func() {
-		if it != nil {
-			it.Stop()
-		}
-	}()
-	for ctx.Err() == nil {
-		if it == nil {
-			if it, err = cons.Messages(jetstream.PullMaxMessages(64)); err != nil {
-				c.log.Warn("collector: subscribe failed; retrying", "error", err)
-				it = nil
-				select {
-				case <-ctx.Done():
-				case <-time.After(time.Second):
-				}
-				continue
-			}
-		}
-		var msgs []jetstream.Msg
-		var in []Incoming
-		wait := time.Second
-		for len(in) < c.cfg.Batch {
-			m, err := it.Next(jetstream.NextMaxWait(wait))
-			if errors.Is(err, nats.ErrTimeout) {
-				break
-			}
+	// Two stages on the two cores: the receiver pulls messages and
+	// decodes their events' indexed fields while the storer writes the
+	// previous batch. A batch whose wait timed out comes empty, so that
+	// checkpoints still happen.
+	batches := make(chan received, 1)
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan struct{})
+	go func() { defer close(done); c.receive(rctx, cons, batches) }()
+	defer func() { stop(); <-done }()
+	for r := range batches {
+		if len(r.in) > 0 {
+			hashes, dups, err := c.cfg.Store.Insert(ctx, r.in)
 			if err != nil {
-				if ctx.Err() == nil {
-					c.log.Warn("collector: receive failed; resubscribing", "error", err)
-				}
-				it.Stop()
-				it = nil
-				break
-			}
-			wait = 5 * time.Millisecond // after the first: take what has arrived
-			msgs = append(msgs, m)
-			hdr := m.Headers()
-			id := hdr.Get("Nats-Msg-Id")
-			md, _ := m.Metadata()
-			if id == "" && md != nil {
-				id = fmt.Sprintf("stream-%d", md.Sequence.Stream)
-			}
-			source := strings.TrimPrefix(m.Subject(), agent.SubjectEventsPrefix)
-			n := 0
-			agent.Unpack(hdr.Get(agent.BatchHeader) == "1", id, m.Data(), func(eid string, ev []byte) {
-				if eid == "" { // a malformed batch line: stored as it came, under an ID of its position
-					eid = fmt.Sprintf("%s/%d", id, n)
-				}
-				n++
-				in = append(in, Incoming{Source: source, MsgID: eid, Data: ev})
-			})
-		}
-		if len(in) > 0 {
-			hashes, dups, err := c.cfg.Store.Insert(ctx, in)
-			if err != nil {
-				// Not acknowledged: redelivered after AckWait.
-				c.log.Error("collector: storing a batch failed", "events", len(in), "error", err)
-				for _, m := range msgs {
+				// Not acknowledged: redelivered.
+				c.log.Error("collector: storing a batch failed", "events", len(r.in), "error", err)
+				for _, m := range r.msgs {
 					_ = m.Nak()
 				}
 				continue
@@ -192,7 +148,7 @@ func (c *Collector) Run(ctx context.Context) error {
 			}
 			c.stored.Add(int64(len(hashes)))
 			c.dups.Add(int64(dups))
-			for _, m := range msgs {
+			for _, m := range r.msgs {
 				if err := m.Ack(); err != nil {
 					c.log.Debug("collector: ack failed (the message comes again and is skipped as stored)", "error", err)
 				}
@@ -210,6 +166,80 @@ func (c *Collector) Run(ctx context.Context) error {
 	defer cancel()
 	_ = c.checkpoint(sctx)
 	return nil
+}
+
+// received is one batch for the storer: the messages to acknowledge and
+// their events.
+type received struct {
+	msgs []jetstream.Msg
+	in   []Incoming
+}
+
+// receive pulls continuously (up to 64 messages of up to 512 events in
+// flight, see agent.BatchHeader) and hands batches of up to Batch events
+// to out, which it closes when ctx ends.
+func (c *Collector) receive(ctx context.Context, cons jetstream.Consumer, out chan<- received) {
+	defer close(out)
+	var it jetstream.MessagesContext
+	defer func() {
+		if it != nil {
+			it.Stop()
+		}
+	}()
+	for ctx.Err() == nil {
+		if it == nil {
+			var err error
+			if it, err = cons.Messages(jetstream.PullMaxMessages(64)); err != nil {
+				c.log.Warn("collector: subscribe failed; retrying", "error", err)
+				it = nil
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+				continue
+			}
+		}
+		var r received
+		wait := time.Second
+		for len(r.in) < c.cfg.Batch {
+			m, err := it.Next(jetstream.NextMaxWait(wait))
+			if errors.Is(err, nats.ErrTimeout) {
+				break
+			}
+			if err != nil {
+				if ctx.Err() == nil {
+					c.log.Warn("collector: receive failed; resubscribing", "error", err)
+				}
+				it.Stop()
+				it = nil
+				break
+			}
+			wait = 5 * time.Millisecond // after the first: take what has arrived
+			r.msgs = append(r.msgs, m)
+			hdr := m.Headers()
+			id := hdr.Get("Nats-Msg-Id")
+			md, _ := m.Metadata()
+			if id == "" && md != nil {
+				id = fmt.Sprintf("stream-%d", md.Sequence.Stream)
+			}
+			source := strings.TrimPrefix(m.Subject(), agent.SubjectEventsPrefix)
+			n := 0
+			agent.Unpack(hdr.Get(agent.BatchHeader) == "1", id, m.Data(), func(eid string, ev []byte) {
+				if eid == "" { // a malformed batch line: stored as it came, under an ID of its position
+					eid = fmt.Sprintf("%s/%d", id, n)
+				}
+				n++
+				in := Incoming{Source: source, MsgID: eid, Data: ev}
+				in.index()
+				r.in = append(r.in, in)
+			})
+		}
+		select {
+		case out <- r:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // checkpoint signs and stores the current tree head when it grew.

@@ -138,7 +138,7 @@ func OpenStore(ctx context.Context, path string) (*Store, error) {
 		return st, nil
 	}
 	q := url.Values{}
-	for _, p := range []string{"page_size(16384)", "journal_mode(WAL)", "busy_timeout(10000)", "synchronous(NORMAL)", "foreign_keys(ON)", "cache_size(-65536)", "temp_store(MEMORY)"} {
+	for _, p := range []string{"page_size(16384)", "journal_mode(WAL)", "busy_timeout(10000)", "synchronous(NORMAL)", "foreign_keys(ON)", "cache_size(-65536)", "temp_store(MEMORY)", "wal_autocheckpoint(8192)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
@@ -195,6 +195,16 @@ type Incoming struct {
 	Source string // the agent's host (from the subject)
 	MsgID  string
 	Data   []byte
+
+	ix    *index // decoded ahead by index (nil: Insert decodes)
+	ixErr error
+}
+
+// index decodes the indexed fields ahead of Insert (the receiver does it
+// while the store writes the previous batch).
+func (m *Incoming) index() {
+	ix, err := indexFields(m.Data)
+	m.ix, m.ixErr = &ix, err
 }
 
 // index holds the fields the store indexes: decoding only these is
@@ -366,7 +376,10 @@ func (s *Store) insert(ctx context.Context, batch []Incoming, lookup bool) (hash
 			}
 			heads[m.Source] = hd
 		}
-		e, perr := indexFields(m.Data)
+		if m.ix == nil {
+			m.index()
+		}
+		e, perr := *m.ix, m.ixErr
 		if perr != nil { // stored anyway (never lose a line), indexed as raw
 			e = index{Kind: audit.KindRaw, Time: time.Now()}
 		}
