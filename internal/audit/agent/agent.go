@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -473,9 +474,23 @@ func (a *Agent) commit(ctx context.Context, fs *fileState, msgs []Msg, consumed 
 	return consumed, nil
 }
 
+// msgID is the event's de-duplication ID: the file (a hash of the host
+// and the file's identity), its truncation generation and the line's
+// offset. IDs of one file grow with the offset, so the collector's
+// unique index on them is appended to rather than written at random.
 func (a *Agent) msgID(fs *fileState, off int64) string {
-	sum := sha256.Sum256([]byte(a.cfg.Host + "\x00" + key(fs.Dev, fs.Ino, fs.Head) + "\x00" + strconv.Itoa(fs.Gen) + "\x00" + strconv.FormatInt(off, 10)))
-	return hex.EncodeToString(sum[:16])
+	sum := sha256.Sum256([]byte(a.cfg.Host + "\x00" + key(fs.Dev, fs.Ino, fs.Head)))
+	var b [16 + 1 + 8 + 1 + 16]byte
+	hex.Encode(b[:16], sum[:8])
+	b[16] = '-'
+	var g [4]byte
+	binary.BigEndian.PutUint32(g[:], uint32(fs.Gen))
+	hex.Encode(b[17:25], g[:])
+	b[25] = '-'
+	var o [8]byte
+	binary.BigEndian.PutUint64(o[:], uint64(off))
+	hex.Encode(b[26:], o[:])
+	return string(b[:])
 }
 
 // prepare turns a line into what leaves the host: a valid event gets

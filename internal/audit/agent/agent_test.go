@@ -162,3 +162,20 @@ func TestOversizedAndGarbage(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+func TestMsgIDs(t *testing.T) {
+	a := newTestAgent(t, "")
+	f1 := &fileState{Dev: 1, Ino: 2, Head: "h"}
+	f2 := &fileState{Dev: 1, Ino: 3, Head: "h"}
+	id := a.msgID(f1, 0x1234)
+	if len(id) != 42 || id[16] != '-' || id[25] != '-' || id[17:25] != "00000000" || id[26:] != "0000000000001234" {
+		t.Fatalf("id %q", id)
+	}
+	if a.msgID(f1, 0x1234) != id || a.msgID(f2, 0x1234) == id || a.msgID(f1, 0x1235) <= id {
+		t.Fatal("IDs are not deterministic, distinct per file, and growing with the offset")
+	}
+	f1.Gen = 1
+	if a.msgID(f1, 0x1234) == id {
+		t.Fatal("a truncated file reuses IDs")
+	}
+}

@@ -68,7 +68,7 @@ func New(ctx context.Context, cfg Config) (*Collector, error) {
 		return nil, fmt.Errorf("collector: origin %q must have no spaces or +", cfg.Origin)
 	}
 	if cfg.Batch <= 0 {
-		cfg.Batch = 8000
+		cfg.Batch = 32000
 	}
 	if cfg.CheckpointEvery <= 0 {
 		cfg.CheckpointEvery = 10 * time.Second

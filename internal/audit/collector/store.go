@@ -356,7 +356,7 @@ func (s *Store) insert(ctx context.Context, batch []Incoming, lookup bool) (hash
 		vals = vals[:0]
 		return nil
 	}
-	const rowChunk = 200
+	const rowChunk = 500
 	for _, m := range batch {
 		if stored[m.MsgID] {
 			dups++
