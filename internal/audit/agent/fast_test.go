@@ -17,13 +17,13 @@ var fastCorpus = []string{
 	`{"v":1,"time":"2026-11-24T03:40:28Z","kind":"k","user":"Bearer abcdefghijklmnop","credential_fp":"0123456789abcdef","cid":"4bf92f3577b34da6a3ce929d0e0e4736"}`,
 	`{"v":1,"time":"2026-11-24T03:40:28Z","kind":"k","extra":{"jwt":"eyJhbGciOi.eyJzdWIiOi.sig","ssn":"123-45-6789","text":"ssn 123-45-6789"}}`,
 	`{"v":1,"time":"2026-11-24T03:40:28Z","kind":"k","extra":{}}`,
-	`{"v":1,"time":"2026-11-24T03:40:28Z","kind":"k","unknown":"x"}`,          // slow path
-	`{"v":1,"time":"2026-11-24T03:40:28Z","kind":"k","kind":"again"}`,         // slow path
-	`{"v":1,"Time":"2026-11-24T03:40:28Z","kind":"k"}`,                        // slow path
-	`{"v":2,"time":"2026-11-24T03:40:28Z","kind":"k"}`,                        // raw
-	`{"v":1,"time":"not a time","kind":"k"}`,                                  // raw
-	`{"v":1,"time":"2026-11-24T03:40:28Z","kind":"k","extra":null}`,           // slow path
-	`{"v":1,"time":"2026-11-24T03:40:28Z","kind":"k","service":7}`,            // raw
+	`{"v":1,"time":"2026-11-24T03:40:28Z","kind":"k","unknown":"x"}`,  // slow path
+	`{"v":1,"time":"2026-11-24T03:40:28Z","kind":"k","kind":"again"}`, // slow path
+	`{"v":1,"Time":"2026-11-24T03:40:28Z","kind":"k"}`,                // slow path
+	`{"v":2,"time":"2026-11-24T03:40:28Z","kind":"k"}`,                // raw
+	`{"v":1,"time":"not a time","kind":"k"}`,                          // raw
+	`{"v":1,"time":"2026-11-24T03:40:28Z","kind":"k","extra":null}`,   // slow path
+	`{"v":1,"time":"2026-11-24T03:40:28Z","kind":"k","service":7}`,    // raw
 	`{"v":1,"time":"2026-11-24T03:40:28Z","kind":"k","extra":{"x":"\u003cb\u003e \u00e9 \ud83d\ude00"}}`,
 	`not json`,
 }

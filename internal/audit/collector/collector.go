@@ -37,7 +37,8 @@ type Config struct {
 	Origin string
 	// Key signs checkpoints; its name is Origin.
 	Key ed25519.PrivateKey
-	// Batch is how many messages are stored per transaction: default 2000.
+	// Batch bounds the events stored per transaction: default 32000 (large
+	// transactions write each index page once for many events).
 	Batch int
 	// Durable names the JetStream consumer: default Consumer. Two
 	// collectors with the same name share the stream's events; with

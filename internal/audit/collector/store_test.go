@@ -18,6 +18,41 @@ import (
 func TestStoreBackends(t *testing.T) {
 	t.Run("sqlite", func(t *testing.T) { testStore(t, filepath.Join(t.TempDir(), "a.db")) })
 	t.Run("postgres", func(t *testing.T) { testStore(t, storetest.PostgresDSN(t)) })
+	t.Run("sqlite/conflicts", func(t *testing.T) { testConflicts(t, filepath.Join(t.TempDir(), "a.db")) })
+	t.Run("postgres/conflicts", func(t *testing.T) { testConflicts(t, storetest.PostgresDSN(t)) })
+}
+
+// testConflicts: batches mixing stored and new events, and a chain head
+// moved by another writer under a batch.
+func testConflicts(t *testing.T, dsn string) {
+	ctx := context.Background()
+	st, err := OpenStore(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ev := func(i int) Incoming {
+		return Incoming{Source: "h", MsgID: fmt.Sprint("m", i), Data: []byte(`{"v":1,"kind":"k","time":"2026-11-24T00:00:00Z"}`)}
+	}
+	if _, _, err := st.Insert(ctx, []Incoming{ev(0), ev(1)}); err != nil {
+		t.Fatal(err)
+	}
+	hashes, dups, err := st.Insert(ctx, []Incoming{ev(1), ev(2), ev(0), ev(3)})
+	if err != nil || len(hashes) != 2 || dups != 2 {
+		t.Fatalf("mixed batch: %d hashes, %d dups, %v", len(hashes), dups, err)
+	}
+	// Another collector moves the head between this one's read and write:
+	// simulated by a head that no longer matches the stored chain.
+	if _, err := st.db.ExecContext(ctx, st.q(`UPDATE heads SET seq = seq + 1 WHERE source = ?`), "h"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.Insert(ctx, []Incoming{ev(4)}); err != nil {
+		t.Fatal(err) // it chains on the head it reads, consistently
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	if res, _ := st.Verify(ctx, VerifierKey("o", key.Public().(ed25519.PublicKey))); !strings.Contains(res.Broken, "sequence") {
+		t.Fatalf("a chain gap went unnoticed: %+v", res)
+	}
 }
 
 func testStore(t *testing.T, dsn string) {
@@ -104,6 +139,91 @@ func TestClockSkew(t *testing.T) {
 	}
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	if res, err := st.Verify(ctx, VerifierKey("o", key.Public().(ed25519.PublicKey))); err != nil || res.Broken != "" || res.Events != 3 {
+		t.Fatalf("verify: %+v %v", res, err)
+	}
+}
+
+// A database written before the heads table existed (a unique (source,
+// seq) index, no heads) gets its heads built on open and chains on.
+func TestHeadsMigration(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	st, err := OpenStore(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batch []Incoming
+	for i := range 6 {
+		batch = append(batch, Incoming{Source: fmt.Sprintf("h%d", i%2), MsgID: fmt.Sprint(i), Data: []byte(`{"v":1,"kind":"k","time":"2026-11-24T00:00:00Z"}`)})
+	}
+	if _, _, err := st.Insert(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	// Make it look old: no heads, no marker, the old unique index.
+	for _, q := range []string{`DELETE FROM heads`, `DELETE FROM meta`, `CREATE UNIQUE INDEX events_source_seq ON events (source, seq)`} {
+		if _, err := st.db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+	st, err = OpenStore(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var seq int64
+	if err := st.db.QueryRowContext(ctx, `SELECT seq FROM heads WHERE source = 'h1'`).Scan(&seq); err != nil || seq != 3 {
+		t.Fatalf("head of h1: %d %v", seq, err)
+	}
+	if _, _, err := st.Insert(ctx, []Incoming{{Source: "h1", MsgID: "6", Data: []byte(`{"v":1,"kind":"k","time":"2026-11-24T00:00:00Z"}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	if res, err := st.Verify(ctx, VerifierKey("o", key.Public().(ed25519.PublicKey))); err != nil || res.Broken != "" || res.Events != 7 {
+		t.Fatalf("verify after migration: %+v %v", res, err)
+	}
+}
+
+// Two collectors writing the same source at once (PostgreSQL, where they
+// really run concurrently): one of two racing batches is refused and
+// retried, and the chain never forks.
+func TestConcurrentCollectorsKeepOneChain(t *testing.T) {
+	dsn := storetest.PostgresDSN(t)
+	ctx := context.Background()
+	st1, err := OpenStore(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st1.Close()
+	st2, err := OpenStore(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	done := make(chan error, 2)
+	for w, st := range []*Store{st1, st2} {
+		go func() {
+			for i := range 30 {
+				in := []Incoming{{Source: "h", MsgID: fmt.Sprintf("w%d-%d", w, i), Data: []byte(`{"v":1,"kind":"k","time":"2026-11-24T00:00:00Z"}`)}}
+				for attempt := 0; ; attempt++ {
+					if _, _, err := st.Insert(ctx, in); err == nil {
+						break
+					} else if attempt > 50 {
+						done <- err
+						return
+					}
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	if res, err := st1.Verify(ctx, VerifierKey("o", key.Public().(ed25519.PublicKey))); err != nil || res.Broken != "" || res.Events != 60 {
 		t.Fatalf("verify: %+v %v", res, err)
 	}
 }
