@@ -21,7 +21,7 @@ import (
 )
 
 func newDevCmd(g *globals) *cobra.Command {
-	var dataDir, listen, td, gatewayListen string
+	var dataDir, listen, td, gatewayListen, vaultListen string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run the authority, an embedded NATS and SQLite in one process for development",
@@ -35,7 +35,7 @@ CLI command work. Restarting on the same directory keeps all state.`,
 				// WARD_BUS_URL from a sourced dev.env points at a previous
 				// embedded bus; dev always runs its own.
 				switch k {
-				case "WARD_BUS_URL", "WARD_AUDIT_DIR", "WARD_AUDIT_DB":
+				case "WARD_BUS_URL", "WARD_AUDIT_DIR", "WARD_AUDIT_DB", "WARD_VAULT":
 					return ""
 				}
 				return os.Getenv(k)
@@ -66,17 +66,18 @@ CLI command work. Restarting on the same directory keeps all state.`,
 			cfg.Audit.defaults(cfg)
 			cfg.Gateway.CABundle = bundlePath(cfg)
 			cfg.Gateway.StateDir = filepath.Join(cfg.DataDir, "gateway")
-			return runDev(cmd.Context(), g, cfg)
+			return runDev(cmd.Context(), g, cfg, vaultListen)
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data", "ward-data", "data directory (state survives restarts)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8443", "authority listen address")
 	cmd.Flags().StringVar(&gatewayListen, "gateway-listen", "127.0.0.1:9443", "edge gateway listen address")
+	cmd.Flags().StringVar(&vaultListen, "vault-listen", "127.0.0.1:9445", "PII vault listen address")
 	cmd.Flags().StringVar(&td, "trust-domain", "", "trust domain for a new data directory (default ward.test)")
 	return cmd
 }
 
-func runDev(ctx context.Context, g *globals, cfg *Config) error {
+func runDev(ctx context.Context, g *globals, cfg *Config, vaultListen string) error {
 	envPath := filepath.Join(cfg.DataDir, "dev.env")
 	prev, err := readEnvFile(envPath)
 	if err != nil {
@@ -116,6 +117,11 @@ func runDev(ctx context.Context, g *globals, cfg *Config) error {
 		return fmt.Errorf("gateway listen %s: %w", cfg.Gateway.Listen, err)
 	}
 	defer gwLn.Close()
+	vaultLn, err := net.Listen("tcp", vaultListen)
+	if err != nil {
+		return fmt.Errorf("vault listen %s: %w", vaultListen, err)
+	}
+	defer vaultLn.Close()
 	if err := writeFileAtomic(bundlePath(cfg), p.auth.BundlePEM(), 0o644); err != nil {
 		return err
 	}
@@ -130,6 +136,7 @@ func runDev(ctx context.Context, g *globals, cfg *Config) error {
 		"WARD_TRUST_DOMAIN": p.auth.TrustDomain().Name(),
 		"WARD_NATS_URL":     p.busURL,
 		"WARD_GATEWAY":      "https://" + gwLn.Addr().String(),
+		"WARD_VAULT":        "https://" + vaultLn.Addr().String(),
 	}
 	for k, path := range map[string]string{"WARD_AUDIT_DIR": cfg.Audit.Dir, "WARD_AUDIT_DB": cfg.Audit.DB} {
 		abs, err := filepath.Abs(path)
@@ -157,6 +164,7 @@ func runDev(ctx context.Context, g *globals, cfg *Config) error {
 	eg.Go(func() error { return p.run(ctx) })
 	eg.Go(func() error { return p.runDevGateway(ctx, gwLn) })
 	eg.Go(func() error { return p.runDevAudit(ctx) })
+	eg.Go(func() error { return p.runDevVault(ctx, g, vaultLn, adminToken, absBundle) })
 	return eg.Wait()
 }
 

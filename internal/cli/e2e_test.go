@@ -48,7 +48,7 @@ func startDev(t *testing.T, dir string) *devEnv {
 		before = st.ModTime()
 	}
 	go func() {
-		d.done <- run(ctx, []string{"dev", "--data", dir, "--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"}, strings.NewReader(""), io.Discard, io.Discard)
+		d.done <- run(ctx, []string{"dev", "--data", dir, "--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0", "--vault-listen", "127.0.0.1:0"}, strings.NewReader(""), io.Discard, io.Discard)
 	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -109,6 +109,7 @@ func newRoot(g *globals) *cobra.Command {
 		newGatewayCmd(g),
 		newRouteCmd(g),
 		newPolicyCmd(g),
+		newVaultCmd(g),
 		newAuditCmd(g),
 		newAgentCmd(g),
 		newComponentCmd(g),
