@@ -22,6 +22,7 @@ import (
 
 func newDevCmd(g *globals) *cobra.Command {
 	var dataDir, listen, td, gatewayListen, vaultListen string
+	withVault := true
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run the authority, an embedded NATS and SQLite in one process for development",
@@ -66,6 +67,9 @@ CLI command work. Restarting on the same directory keeps all state.`,
 			cfg.Audit.defaults(cfg)
 			cfg.Gateway.CABundle = bundlePath(cfg)
 			cfg.Gateway.StateDir = filepath.Join(cfg.DataDir, "gateway")
+			if !withVault {
+				vaultListen = ""
+			}
 			return runDev(cmd.Context(), g, cfg, vaultListen)
 		},
 	}
@@ -73,6 +77,7 @@ CLI command work. Restarting on the same directory keeps all state.`,
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8443", "authority listen address")
 	cmd.Flags().StringVar(&gatewayListen, "gateway-listen", "127.0.0.1:9443", "edge gateway listen address")
 	cmd.Flags().StringVar(&vaultListen, "vault-listen", "127.0.0.1:9445", "PII vault listen address")
+	cmd.Flags().BoolVar(&withVault, "vault", true, "run the PII vault (the L3 service \"vault\"; its 15-minute SVIDs hold a retiring root until they expire)")
 	cmd.Flags().StringVar(&td, "trust-domain", "", "trust domain for a new data directory (default ward.test)")
 	return cmd
 }
@@ -117,11 +122,13 @@ func runDev(ctx context.Context, g *globals, cfg *Config, vaultListen string) er
 		return fmt.Errorf("gateway listen %s: %w", cfg.Gateway.Listen, err)
 	}
 	defer gwLn.Close()
-	vaultLn, err := net.Listen("tcp", vaultListen)
-	if err != nil {
-		return fmt.Errorf("vault listen %s: %w", vaultListen, err)
+	var vaultLn net.Listener
+	if vaultListen != "" {
+		if vaultLn, err = net.Listen("tcp", vaultListen); err != nil {
+			return fmt.Errorf("vault listen %s: %w", vaultListen, err)
+		}
+		defer vaultLn.Close()
 	}
-	defer vaultLn.Close()
 	if err := writeFileAtomic(bundlePath(cfg), p.auth.BundlePEM(), 0o644); err != nil {
 		return err
 	}
@@ -136,7 +143,9 @@ func runDev(ctx context.Context, g *globals, cfg *Config, vaultListen string) er
 		"WARD_TRUST_DOMAIN": p.auth.TrustDomain().Name(),
 		"WARD_NATS_URL":     p.busURL,
 		"WARD_GATEWAY":      "https://" + gwLn.Addr().String(),
-		"WARD_VAULT":        "https://" + vaultLn.Addr().String(),
+	}
+	if vaultLn != nil {
+		vars["WARD_VAULT"] = "https://" + vaultLn.Addr().String()
 	}
 	for k, path := range map[string]string{"WARD_AUDIT_DIR": cfg.Audit.Dir, "WARD_AUDIT_DB": cfg.Audit.DB} {
 		abs, err := filepath.Abs(path)
@@ -164,7 +173,9 @@ func runDev(ctx context.Context, g *globals, cfg *Config, vaultListen string) er
 	eg.Go(func() error { return p.run(ctx) })
 	eg.Go(func() error { return p.runDevGateway(ctx, gwLn) })
 	eg.Go(func() error { return p.runDevAudit(ctx) })
-	eg.Go(func() error { return p.runDevVault(ctx, g, vaultLn, adminToken, absBundle) })
+	if vaultLn != nil {
+		eg.Go(func() error { return p.runDevVault(ctx, g, vaultLn, adminToken, absBundle) })
+	}
 	return eg.Wait()
 }
 

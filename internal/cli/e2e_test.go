@@ -38,7 +38,7 @@ type devEnv struct {
 }
 
 // startDev runs `ward dev --data dir --listen 127.0.0.1:0` and waits for dev.env.
-func startDev(t *testing.T, dir string) *devEnv {
+func startDev(t *testing.T, dir string, extra ...string) *devEnv {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &devEnv{t: t, dir: dir, cancel: cancel, done: make(chan int, 1)}
@@ -48,7 +48,8 @@ func startDev(t *testing.T, dir string) *devEnv {
 		before = st.ModTime()
 	}
 	go func() {
-		d.done <- run(ctx, []string{"dev", "--data", dir, "--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0", "--vault-listen", "127.0.0.1:0"}, strings.NewReader(""), io.Discard, io.Discard)
+		args := append([]string{"dev", "--data", dir, "--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0", "--vault-listen", "127.0.0.1:0"}, extra...)
+		d.done <- run(ctx, args, strings.NewReader(""), io.Discard, io.Discard)
 	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
