@@ -204,11 +204,13 @@ func (s *store) get(ctx context.Context, typ string, tokens []string) (map[strin
 	const chunk = 500
 	for i := 0; i < len(tokens); i += chunk {
 		part := tokens[i:min(i+chunk, len(tokens))]
-		args := []any{typ}
+		args := make([]any, 0, len(part))
 		for _, t := range part {
 			args = append(args, t)
 		}
-		rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+recordColumns+` FROM vault_tokens WHERE type = ? AND token IN (?`+strings.Repeat(", ?", len(part)-1)+`)`), args...)
+		// By primary key only (a type condition lets the planner pick the
+		// (type, det) index and scan the type); the type is checked below.
+		rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+recordColumns+` FROM vault_tokens WHERE token IN (?`+strings.Repeat(", ?", len(part)-1)+`)`), args...)
 		if err != nil {
 			return nil, err
 		}
@@ -218,7 +220,9 @@ func (s *store) get(ctx context.Context, typ string, tokens []string) (map[strin
 				rows.Close()
 				return nil, err
 			}
-			out[r.Token] = r
+			if r.Type == typ {
+				out[r.Token] = r
+			}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -230,7 +234,7 @@ func (s *store) get(ctx context.Context, typ string, tokens []string) (map[strin
 
 // delete removes a token; false when it did not exist.
 func (s *store) delete(ctx context.Context, typ, token string) (bool, error) {
-	res, err := s.db.ExecContext(ctx, s.q(`DELETE FROM vault_tokens WHERE type = ? AND token = ?`), typ, token)
+	res, err := s.db.ExecContext(ctx, s.q(`DELETE FROM vault_tokens WHERE token = ? AND type = ?`), token, typ)
 	if err != nil {
 		return false, err
 	}
