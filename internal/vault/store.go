@@ -3,7 +3,6 @@ package vault
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -146,9 +145,6 @@ func fromMicros(n sql.NullInt64) *time.Time {
 	t := time.UnixMicro(n.Int64).UTC()
 	return &t
 }
-
-// errConflict: a deterministic value's token exists already.
-var errConflict = errors.New("vault: token exists")
 
 // insert stores records in one transaction. A deterministic record whose
 // (type, det) exists is skipped and reported in the returned set.
