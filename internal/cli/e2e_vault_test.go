@@ -109,7 +109,7 @@ func TestVaultEndToEnd(t *testing.T) {
 	var revealed struct {
 		Value string `json:"value"`
 	}
-	if err := json.Unmarshal([]byte(d.mustWard("vault", "detokenize", "--svid-dir", support, "--type", "email", "--token", toks.Tokens[0], "-o", "json")), &revealed); err != nil || revealed.Value != "alice@example.com" {
+	if err := json.Unmarshal([]byte(d.mustWard("vault", "detokenize", "--svid-dir", support, "--token", toks.Tokens[0], "-o", "json")), &revealed); err != nil || revealed.Value != "alice@example.com" {
 		t.Fatalf("detokenize: %+v %v", revealed, err)
 	}
 	if out := d.mustWard("vault", "export", "--svid-dir", support, "--subject", "alice", "--type", "email", "-o", "json"); !strings.Contains(out, "alice@work.example") {

@@ -230,15 +230,24 @@ func newVaultDetokenizeCmd(g *globals) *cobra.Command {
 	var dir, base, typ string
 	var tokens []string
 	cmd := &cobra.Command{
-		Use:   "detokenize --svid-dir DIR --type T --token T [--token T…]",
+		Use:   "detokenize --svid-dir DIR --token T [--token T…] [--type T]",
 		Short: "Reveal values (needs the detokenize grant; every reveal is audited)",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkType(typ); err != nil {
-				return err
-			}
 			if len(tokens) == 0 {
 				return usageError{errors.New("--token is required")}
+			}
+			if typ == "" { // inferred from the tokens' shape
+				for _, tk := range tokens {
+					t, ok := vault.TypeOf(tk)
+					if !ok || (typ != "" && t != typ) {
+						return usageError{errors.New("--type is required: the tokens' type cannot be told from their shape (or they differ)")}
+					}
+					typ = t
+				}
+			}
+			if err := checkType(typ); err != nil {
+				return err
 			}
 			c, err := g.vaultClient(dir, base)
 			if err != nil {
@@ -276,7 +285,7 @@ func newVaultDetokenizeCmd(g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&dir, "svid-dir", "", "the caller's SVID directory")
 	f.StringVar(&base, "vault", "", "vault URL (default WARD_VAULT)")
-	f.StringVar(&typ, "type", "", "token type: "+strings.Join(vault.Types, ", "))
+	f.StringVar(&typ, "type", "", "token type (default: told from the tokens): "+strings.Join(vault.Types, ", "))
 	f.StringArrayVar(&tokens, "token", nil, "token to reveal (repeatable, at most 1,000)")
 	return cmd
 }

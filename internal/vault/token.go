@@ -192,3 +192,17 @@ func clip(s string) string {
 	}
 	return strings.ToValidUTF8(s, "?")
 }
+
+// TypeOf infers a token's type from its shape: digits are card tokens,
+// tok_<code>_… the other types.
+func TypeOf(token string) (string, bool) {
+	for typ, p := range prefixes {
+		if strings.HasPrefix(token, p) {
+			return typ, ParseToken(typ, token) == nil
+		}
+	}
+	if ParseToken(TypePAN, token) == nil {
+		return TypePAN, true
+	}
+	return "", false
+}

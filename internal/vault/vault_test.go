@@ -58,6 +58,9 @@ func TestTokenShapes(t *testing.T) {
 			if err := ParseToken(tc.typ, tok); err != nil {
 				t.Fatalf("%s token %q: %v", tc.typ, tok, err)
 			}
+			if typ, ok := TypeOf(tok); !ok || typ != tc.typ {
+				t.Fatalf("TypeOf(%q) = %s %v, want %s", tok, typ, ok, tc.typ)
+			}
 			if tc.typ == TypePAN && (len(tok) != len(norm) || tok[len(tok)-4:] != norm[len(norm)-4:] || luhn([]byte(tok))) {
 				t.Fatalf("card token %q of %q", tok, norm)
 			}
