@@ -110,6 +110,7 @@ func newRoot(g *globals) *cobra.Command {
 		newRouteCmd(g),
 		newPolicyCmd(g),
 		newVaultCmd(g),
+		newSidecarCmd(g),
 		newAuditCmd(g),
 		newAgentCmd(g),
 		newComponentCmd(g),

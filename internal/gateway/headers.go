@@ -3,49 +3,17 @@ package gateway
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"net/http"
 	"strings"
+
+	"github.com/wardsec/ward/internal/wardheader"
 )
 
-// internalHeader reports whether a header name belongs to ward's internal
-// namespace (Ward-*, X-Ward-*), whatever its case and whether it uses "_"
-// in place of "-": every proxy or framework that maps one onto the other
-// must not let a client smuggle an internal header through.
-func internalHeader(name string) bool {
-	if len(name) < 5 {
-		return false
-	}
-	n := len(name)
-	if n > 7 {
-		n = 7
-	}
-	var b [7]byte
-	for i := range n {
-		c := name[i]
-		switch {
-		case c >= 'A' && c <= 'Z':
-			c += 'a' - 'A'
-		case c == '_':
-			c = '-'
-		}
-		b[i] = c
-	}
-	s := string(b[:n])
-	return strings.HasPrefix(s, "ward-") || s == "x-ward-"
-}
-
-// stripInternal removes every internal header from h and reports how many
-// names it removed.
-func stripInternal(h http.Header) int {
-	n := 0
-	for k := range h {
-		if internalHeader(k) {
-			delete(h, k)
-			n++
-		}
-	}
-	return n
-}
+// internalHeader and stripInternal are wardheader's, shared with the
+// sidecar.
+var (
+	internalHeader = wardheader.Internal
+	stripInternal  = wardheader.Strip
+)
 
 // Credential headers never travel past the gateway.
 var credentialHeaders = []string{"Authorization", "Proxy-Authorization", "X-Api-Key"}
