@@ -62,6 +62,8 @@ func (a *Authority) routes() http.Handler {
 	mux.Handle("GET /v1/gateway/routes", a.api(a.handleGatewayRoutes))
 	mux.Handle("GET /v1/policy/bundle", a.api(a.handlePolicyBundle))
 	mux.Handle("POST /v1/policy/status", a.api(a.handleReportPolicyStatus))
+	mux.Handle("GET /v1/agent/workload-entries", a.api(a.handleAgentEntries))
+	mux.Handle("POST /v1/agent/svid", a.api(a.handleAgentSVID))
 
 	// Admin.
 	mux.Handle("POST /v1/teams", a.admin(actCreate, a.handleCreateTeam))
@@ -107,6 +109,11 @@ func (a *Authority) routes() http.Handler {
 	mux.Handle("POST /v1/catalog/grants/{id}/revoke", a.adminTeam(actReview, a.handleRevokeGrant))
 	mux.Handle("GET /v1/catalog/graph", a.admin(actRead, a.handleGraph))
 	mux.Handle("GET /v1/posture", a.admin(actRead, a.handlePosture))
+
+	// Workload registration entries for node agents.
+	mux.Handle("POST /v1/agent/entries", a.adminTeam(actCreate, a.handleCreateAgentEntry))
+	mux.Handle("GET /v1/agent/entries", a.adminTeam(actRead, a.handleListAgentEntries))
+	mux.Handle("DELETE /v1/agent/entries/{id}", a.adminTeam(actCreate, a.handleDeleteAgentEntry))
 
 	// Policy administration. Team tokens pass the gate; authorizeDomain
 	// checks the domain's team.

@@ -137,7 +137,7 @@ func (h *hub) apply(ctx context.Context, seq int64, kind string, payload []byte)
 		}
 		// Only the domain's workloads learn of its bundles.
 		h.broadcast(a, seq, kind, payload, nil, p.Subject)
-	case kindPassportKeys:
+	case kindPassportKeys, kindAgentEntries:
 		h.broadcast(a, seq, kind, payload, nil, "")
 	case kindBundle, kindCA:
 		if err := a.reloadCAs(ctx); err != nil {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/wardsec/ward/internal/audit/agent"
 	"github.com/wardsec/ward/internal/audit/redact"
 	"github.com/wardsec/ward/internal/bus"
+	"github.com/wardsec/ward/internal/workloadapi"
 )
 
 func newComponentCmd(g *globals) *cobra.Command {
@@ -128,14 +130,19 @@ func jetStreamOn(ctx context.Context, url string, tc *tls.Config, name string) (
 }
 
 func newAgentCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "agent", Short: "The host agent: ships this host's audit files"}
+	cmd := &cobra.Command{Use: "agent", Short: "The node agent: ships this host's audit files, serves the SPIFFE Workload API"}
+	var socket string
 	run := &cobra.Command{
 		Use:   "run",
 		Short: "Tail audit.dir, redact, and publish to the audit stream (mTLS with the agent's SVID)",
 		Long: `ward agent run ships the audit files of this host (audit.dir) to NATS JetStream
 (bus.url). Its identity is spiffe://<td>/ward/agent, obtained once with the bootstrap
 token in WARD_AGENT_TOKEN ("ward component token agent") and kept in <data_dir>/agent.
-Offsets are checkpointed in audit.dir after the broker acknowledged.`,
+Offsets are checkpointed in audit.dir after the broker acknowledged.
+
+With --workload-socket it also serves the SPIFFE Workload API on that Unix socket:
+local processes get the SVIDs of the registration entries they match (ward agent
+entry create), identified by their uid, gid and executable.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, log, err := g.serverConfig()
@@ -173,10 +180,102 @@ Offsets are checkpointed in audit.dir after the broker acknowledged.`,
 				return err
 			}
 			log.Info("agent shipping", "dir", cfg.Audit.Dir, "subject", a.Subject(), "spiffe_id", src.ID().String())
-			return a.Run(ctx)
+			if socket == "" {
+				return a.Run(ctx)
+			}
+			ln, err := listenWorkloadSocket(socket)
+			if err != nil {
+				return err
+			}
+			node, err := workloadapi.NewNode(src, log.With("component", "workload-api"))
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			errc := make(chan error, 2)
+			go func() { errc <- a.Run(ctx) }()
+			go func() { errc <- node.Run(ctx, ln) }()
+			err = <-errc
+			cancel()
+			if err2 := <-errc; err == nil {
+				err = err2
+			}
+			return err
 		},
 	}
-	cmd.AddCommand(run)
+	run.Flags().StringVar(&socket, "workload-socket", "", "serve the SPIFFE Workload API on this Unix socket path")
+	cmd.AddCommand(run, newAgentEntryCmd(g))
+	return cmd
+}
+
+// listenWorkloadSocket listens on a Unix socket path (replacing a stale
+// socket file) that any local process may connect to: who gets what is
+// decided by the registration entries.
+func listenWorkloadSocket(path string) (net.Listener, error) {
+	if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
+		_ = os.Remove(path)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("workload socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o777); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+func newAgentEntryCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "entry", Short: "Registration entries: which local processes get which service's SVID from node agents"}
+	var service, host, path string
+	var uid, gid int
+	create := &cobra.Command{
+		Use:   "create --service NAME (--uid N | --gid N | --path EXE)… [--host H]",
+		Short: "Give processes matching every selector the service's SVID (on every agent, or on --host's)",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			body := obj{"service": service}
+			if host != "" {
+				body["host"] = host
+			}
+			if cmd.Flags().Changed("uid") {
+				body["uid"] = uid
+			}
+			if cmd.Flags().Changed("gid") {
+				body["gid"] = gid
+			}
+			if path != "" {
+				body["path"] = path
+			}
+			_, err := g.send(cmd, http.MethodPost, "/v1/agent/entries", body, "id", "service", "spiffe_id", "host", "uid", "gid", "path")
+			return err
+		},
+	}
+	f := create.Flags()
+	f.StringVar(&service, "service", "", "registered service whose SVID matching processes get")
+	f.StringVar(&host, "host", "", "only on the agent of this host (default: every agent)")
+	f.IntVar(&uid, "uid", 0, "the process's user ID")
+	f.IntVar(&gid, "gid", 0, "the process's group ID")
+	f.StringVar(&path, "path", "", "the process's executable (absolute)")
+	list := &cobra.Command{
+		Use: "list", Short: "List registration entries", Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.getList(cmd, "/v1/agent/entries", "id", "service", "host", "uid", "gid", "path")
+		},
+	}
+	del := &cobra.Command{
+		Use: "delete ID", Short: "Delete a registration entry", Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, err := g.send(cmd, http.MethodDelete, "/v1/agent/entries/"+pathEscape(args[0]), nil, "id", "deleted_at")
+			return err
+		},
+	}
+	cmd.AddCommand(create, list, del)
 	return cmd
 }
 

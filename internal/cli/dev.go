@@ -36,7 +36,7 @@ CLI command work. Restarting on the same directory keeps all state.`,
 				// WARD_BUS_URL from a sourced dev.env points at a previous
 				// embedded bus; dev always runs its own.
 				switch k {
-				case "WARD_BUS_URL", "WARD_AUDIT_DIR", "WARD_AUDIT_DB", "WARD_VAULT":
+				case "WARD_BUS_URL", "WARD_AUDIT_DIR", "WARD_AUDIT_DB", "WARD_VAULT", "SPIFFE_ENDPOINT_SOCKET":
 					return ""
 				}
 				return os.Getenv(k)
@@ -122,6 +122,15 @@ func runDev(ctx context.Context, g *globals, cfg *Config, vaultListen string) er
 		return fmt.Errorf("gateway listen %s: %w", cfg.Gateway.Listen, err)
 	}
 	defer gwLn.Close()
+	sockPath, err := filepath.Abs(filepath.Join(cfg.DataDir, "agent.sock"))
+	if err != nil {
+		return err
+	}
+	wlLn, err := listenWorkloadSocket(sockPath)
+	if err != nil {
+		return err
+	}
+	defer wlLn.Close()
 	var vaultLn net.Listener
 	if vaultListen != "" {
 		if vaultLn, err = net.Listen("tcp", vaultListen); err != nil {
@@ -147,6 +156,7 @@ func runDev(ctx context.Context, g *globals, cfg *Config, vaultListen string) er
 	if vaultLn != nil {
 		vars["WARD_VAULT"] = "https://" + vaultLn.Addr().String()
 	}
+	vars["SPIFFE_ENDPOINT_SOCKET"] = "unix://" + sockPath
 	for k, path := range map[string]string{"WARD_AUDIT_DIR": cfg.Audit.Dir, "WARD_AUDIT_DB": cfg.Audit.DB} {
 		abs, err := filepath.Abs(path)
 		if err != nil {
@@ -176,6 +186,7 @@ func runDev(ctx context.Context, g *globals, cfg *Config, vaultListen string) er
 	if vaultLn != nil {
 		eg.Go(func() error { return p.runDevVault(ctx, g, vaultLn, adminToken, absBundle) })
 	}
+	eg.Go(func() error { return p.runDevWorkloadAPI(ctx, wlLn) })
 	return eg.Wait()
 }
 

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"github.com/wardsec/ward/identity"
 	"github.com/wardsec/ward/internal/problem"
 	"github.com/wardsec/ward/internal/vault"
+	"github.com/wardsec/ward/internal/workloadapi"
 )
 
 // runDevVault runs ward dev's vault in-process, exactly as ward vault run
@@ -85,4 +87,39 @@ func (p *controlPlane) enrollDevVault(ctx context.Context, g *globals, dir, admi
 func isStatus(err error, status int) bool {
 	var pr *problem.Problem
 	return errors.As(err, &pr) && pr.Status == status
+}
+
+// runDevWorkloadAPI serves the SPIFFE Workload API of ward dev's node
+// agent on sock, with an agent identity of its own (spiffe://<td>/ward/agent,
+// from a component bootstrap token), exactly as ward agent run
+// --workload-socket does.
+func (p *controlPlane) runDevWorkloadAPI(ctx context.Context, ln net.Listener) error {
+	token, err := p.auth.CreateComponentToken(ctx, "agent", time.Hour)
+	if err != nil {
+		return fmt.Errorf("agent bootstrap token: %w", err)
+	}
+	dir := filepath.Join(p.cfg.DataDir, "agent-workload")
+	log := p.log.With("component", "workload-api")
+	var src *identity.Source
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		src, err = identity.New(ctx, identity.Config{AuthorityURL: p.cfg.Authority.PublicURL, BootstrapToken: token,
+			BundleFile: bundlePath(p.cfg), Dir: dir, Logger: log})
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+	}
+	defer src.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { _ = src.Run(ctx) }()
+	node, err := workloadapi.NewNode(src, log)
+	if err != nil {
+		return err
+	}
+	return node.Run(ctx, ln)
 }

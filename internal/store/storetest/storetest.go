@@ -59,6 +59,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"ComponentTokens", testComponentTokens},
 		{"GatewayRoutes", testGatewayRoutes},
 		{"PolicyVersions", testPolicyVersions},
+		{"AgentEntries", testAgentEntries},
 		{"PassportKeys", testPassportKeys},
 	}
 	for _, tt := range tests {

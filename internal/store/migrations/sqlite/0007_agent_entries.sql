@@ -1,0 +1,14 @@
+-- Workload registration entries (SQLite): a node agent issues the SVID of
+-- service to a local process that matches every set selector. host ''
+-- means every agent; times are INTEGER microseconds since the epoch.
+CREATE TABLE agent_entries (
+	id         TEXT PRIMARY KEY,
+	service    TEXT NOT NULL,
+	host       TEXT NOT NULL,
+	uid        INTEGER,
+	gid        INTEGER,
+	path       TEXT NOT NULL,
+	created_by TEXT NOT NULL,
+	created_at INTEGER NOT NULL
+);
+CREATE INDEX agent_entries_host ON agent_entries (host);
