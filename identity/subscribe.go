@@ -1,6 +1,10 @@
 package identity
 
 import (
+	"bytes"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
 	"slices"
 	"sync"
 )
@@ -66,4 +70,36 @@ func (s *Source) publish(kind string, payload []byte) {
 	for _, sub := range s.loadSubs() {
 		sub.fn(kind, slices.Clone(payload))
 	}
+}
+
+// FollowSigner renews the SVID at once (RenewSoon) when a "bundle" watch
+// event shows the authority signing with a certificate from another
+// intermediate than the one that issued this SVID: a CA rotation activated
+// a new one, and the old hierarchy can retire only when nothing live
+// chains to it. It is meant for ward's own components, whose SVIDs come
+// from the authority's own intermediate; it reports whether it renewed.
+func (s *Source) FollowSigner(kind string, payload []byte) bool {
+	if kind != kindBundle || len(payload) > 1<<20 {
+		return false
+	}
+	var p struct {
+		SigningCertPEM string `json:"signing_cert_pem"`
+	}
+	if json.Unmarshal(payload, &p) != nil || p.SigningCertPEM == "" {
+		return false
+	}
+	block, _ := pem.Decode([]byte(p.SigningCertPEM))
+	if block == nil {
+		return false
+	}
+	signing, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return false
+	}
+	if own := s.SVID().Certificates[0]; !bytes.Equal(own.AuthorityKeyId, signing.AuthorityKeyId) {
+		s.log.Info("identity: the authority moved to another intermediate; renewing the SVID")
+		s.RenewSoon()
+		return true
+	}
+	return false
 }

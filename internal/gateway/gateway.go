@@ -24,11 +24,9 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -267,7 +265,7 @@ func (g *Gateway) onEvent(kind string, payload []byte) {
 		default:
 		}
 	case "bundle":
-		g.followIssuer(payload)
+		g.src.FollowSigner(kind, payload)
 	case "credential-revocation":
 		var p struct {
 			Kind string `json:"kind"`
@@ -276,31 +274,6 @@ func (g *Gateway) onEvent(kind string, payload []byte) {
 		if jsonUnmarshalBounded(payload, &p) == nil {
 			g.cache.revoke(p.Kind, p.ID)
 		}
-	}
-}
-
-// followIssuer renews the gateway's SVID at once when the authority's
-// signing certificate (in a bundle event) comes from another intermediate
-// than the SVID: a CA rotation activated a new one, and the old hierarchy
-// can retire only when nothing live chains to it.
-func (g *Gateway) followIssuer(payload []byte) {
-	var p struct {
-		SigningCertPEM string `json:"signing_cert_pem"`
-	}
-	if jsonUnmarshalBounded(payload, &p) != nil || p.SigningCertPEM == "" {
-		return
-	}
-	block, _ := pem.Decode([]byte(p.SigningCertPEM))
-	if block == nil {
-		return
-	}
-	signing, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		return
-	}
-	if own := g.src.SVID().Certificates[0]; !bytes.Equal(own.AuthorityKeyId, signing.AuthorityKeyId) {
-		g.log.Info("the authority moved to another intermediate; renewing the gateway SVID")
-		g.src.RenewSoon()
 	}
 }
 

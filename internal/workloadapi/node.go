@@ -81,7 +81,8 @@ func (n *Node) SVID(_ context.Context, id spiffeid.ID) (*x509svid.SVID, error) {
 // Run serves the Workload API on ln and keeps entries and SVIDs current
 // until ctx ends.
 func (n *Node) Run(ctx context.Context, ln net.Listener) error {
-	unsub := n.src.Subscribe(func(kind string, _ []byte) {
+	unsub := n.src.Subscribe(func(kind string, payload []byte) {
+		n.src.FollowSigner(kind, payload) // the agent's own SVID follows CA rotations
 		switch kind {
 		case "agent-entries", "snapshot":
 			select {
