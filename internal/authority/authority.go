@@ -200,6 +200,7 @@ type Authority struct {
 	sts        *sts.Service  // OAuth 2.0 token service
 	lists      listCache     // signed access lists by provider
 	bundles    bundleCache   // signed policy bundles by domain
+	jwtSigner  jwtSVIDSigner // JWT-SVID key, loaded on first use
 	reports    statusReports // PDP status reports not stored yet
 	kidOnce    sync.Once     // computes kid
 	kid        string        // RFC 7638 thumbprint of signingKey

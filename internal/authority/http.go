@@ -64,6 +64,8 @@ func (a *Authority) routes() http.Handler {
 	mux.Handle("POST /v1/policy/status", a.api(a.handleReportPolicyStatus))
 	mux.Handle("GET /v1/agent/workload-entries", a.api(a.handleAgentEntries))
 	mux.Handle("POST /v1/agent/svid", a.api(a.handleAgentSVID))
+	mux.Handle("POST /v1/agent/jwt-svid", a.api(a.handleAgentJWTSVID))
+	mux.Handle("GET /v1/jwt-svid/keys", a.api(a.handleJWTSVIDKeys))
 
 	// Admin.
 	mux.Handle("POST /v1/teams", a.admin(actCreate, a.handleCreateTeam))

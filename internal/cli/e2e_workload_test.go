@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
 
@@ -60,5 +61,26 @@ func TestWorkloadAPIEndToEnd(t *testing.T) {
 		s, err := src.GetX509SVID()
 		return err == nil && s.Certificates[0].SerialNumber.String() != first
 	})
+
+	// JWT-SVIDs: fetched, validated through the agent, and against the
+	// bundle the agent streams.
+	jsvid, err := workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "billing-api"}, workloadapi.WithAddr(sock))
+	if err != nil || jsvid.ID.String() != "spiffe://ward.test/svc/orders" || jsvid.Audience[0] != "billing-api" {
+		t.Fatalf("JWT-SVID %+v %v", jsvid, err)
+	}
+	tok := jsvid.Marshal()
+	if v, err := workloadapi.ValidateJWTSVID(ctx, tok, "billing-api", workloadapi.WithAddr(sock)); err != nil || v.ID != jsvid.ID {
+		t.Fatalf("validate: %+v %v", v, err)
+	}
+	if _, err := workloadapi.ValidateJWTSVID(ctx, tok, "another-api", workloadapi.WithAddr(sock)); err == nil {
+		t.Fatal("a JWT-SVID validated for another audience")
+	}
+	bundles, err := workloadapi.FetchJWTBundles(ctx, workloadapi.WithAddr(sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jwtsvid.ParseAndValidate(tok, bundles, []string{"billing-api"}); err != nil {
+		t.Fatalf("offline validation with the streamed bundle: %v", err)
+	}
 	d.mustWard("agent", "entry", "delete", entry.ID)
 }

@@ -16,6 +16,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,6 +43,9 @@ type Node struct {
 	mu      sync.Mutex
 	entries []Entry
 	svids   map[spiffeid.ID]*x509svid.SVID
+	jwts    map[string]jwtCached
+	jwks    []byte
+	jwksAt  time.Time
 }
 
 // NewNode builds the agent's Workload API on src (the agent's identity).
@@ -52,9 +57,9 @@ func NewNode(src *identity.Source, log *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{src: src, base: src.AuthorityURL(), log: log, wake: make(chan struct{}, 1), svids: map[spiffeid.ID]*x509svid.SVID{},
+	n := &Node{src: src, base: src.AuthorityURL(), log: log, wake: make(chan struct{}, 1), svids: map[spiffeid.ID]*x509svid.SVID{}, jwts: map[string]jwtCached{},
 		hc: &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: src.ClientTLSConfig(identity.AuthorizeID(authority)), MaxIdleConnsPerHost: 2}}}
-	n.server, err = New(Config{Entries: n.currentEntries, Issuer: n, Bundle: func() *x509bundle.Bundle { return src.Bundle() }, Logger: log})
+	n.server, err = New(Config{Entries: n.currentEntries, Issuer: n, JWT: n, Bundle: func() *x509bundle.Bundle { return src.Bundle() }, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -258,4 +263,86 @@ func parseCerts(data []byte) ([]*x509.Certificate, error) {
 		return nil, errors.New("no certificate in the answer")
 	}
 	return out, nil
+}
+
+// jwtCached is a JWT-SVID kept until half its life.
+type jwtCached struct {
+	token         string
+	issued, until time.Time
+}
+
+const maxJWTCache = 1024
+
+// JWTSVID implements JWTIssuer: from the authority, cached until half
+// its life.
+func (n *Node) JWTSVID(ctx context.Context, id spiffeid.ID, audience []string) (string, error) {
+	auds := append([]string(nil), audience...)
+	sort.Strings(auds)
+	key := id.String() + "\x00" + strings.Join(auds, "\x00")
+	n.mu.Lock()
+	if c, ok := n.jwts[key]; ok && time.Now().Before(c.issued.Add(c.until.Sub(c.issued)/2)) {
+		n.mu.Unlock()
+		return c.token, nil
+	}
+	n.mu.Unlock()
+	body, _ := json.Marshal(map[string]any{"service": strings.TrimPrefix(id.Path(), "/svc/"), "audience": auds})
+	var out struct {
+		Token     string    `json:"token"`
+		ExpiresAt time.Time `json:"expires_at"`
+	}
+	if err := n.call(ctx, http.MethodPost, "/v1/agent/jwt-svid", body, http.StatusCreated, &out); err != nil {
+		return "", err
+	}
+	n.mu.Lock()
+	if len(n.jwts) >= maxJWTCache {
+		clear(n.jwts)
+	}
+	n.jwts[key] = jwtCached{token: out.Token, issued: time.Now(), until: out.ExpiresAt}
+	n.mu.Unlock()
+	return out.Token, nil
+}
+
+// JWTBundle implements JWTIssuer: the authority's JWT-SVID keys, cached
+// for a minute.
+func (n *Node) JWTBundle(ctx context.Context) ([]byte, error) {
+	n.mu.Lock()
+	if n.jwks != nil && time.Since(n.jwksAt) < time.Minute {
+		b := n.jwks
+		n.mu.Unlock()
+		return b, nil
+	}
+	n.mu.Unlock()
+	var raw json.RawMessage
+	if err := n.call(ctx, http.MethodGet, "/v1/jwt-svid/keys", nil, http.StatusOK, &raw); err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	n.jwks, n.jwksAt = raw, time.Now()
+	n.mu.Unlock()
+	return raw, nil
+}
+
+// call sends one request to the authority and decodes a JSON answer.
+func (n *Node) call(ctx context.Context, method, path string, body []byte, want int, out any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, n.base+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := n.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != want {
+		return fmt.Errorf("authority answered %d: %s", resp.StatusCode, bytes.TrimSpace(data))
+	}
+	return json.Unmarshal(data, out)
 }

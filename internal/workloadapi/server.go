@@ -5,10 +5,9 @@
 // credential; the agent tells who it is from the kernel (the peer's uid,
 // gid and pid, and the pid's executable) and the registration entries.
 //
-// This package implements the X.509 half — FetchX509SVID and
-// FetchX509Bundles as streams that send the full state at once and again
-// on every change — with the spec's security header check; the JWT half
-// answers Unimplemented until JWT-SVIDs exist.
+// FetchX509SVID, FetchX509Bundles and FetchJWTBundles are streams that
+// send the full state at once and again on every change; FetchJWTSVID and
+// ValidateJWTSVID are unary. Every call needs the spec's security header.
 package workloadapi
 
 import (
@@ -74,6 +73,9 @@ type Config struct {
 	Issuer Issuer
 	// Bundle returns the current trust bundle.
 	Bundle func() *x509bundle.Bundle
+	// JWT, if set, serves JWT-SVIDs and the JWT bundle; nil answers
+	// Unimplemented.
+	JWT    JWTIssuer
 	Logger *slog.Logger
 }
 
