@@ -34,6 +34,13 @@ type Config struct {
 	// or a Dir holding a bundle is required.
 	RootFingerprint string
 
+	// WorkloadAPIAddr, if set ("unix:///run/ward/agent.sock", as in
+	// SPIFFE_ENDPOINT_SOCKET), obtains the SVID and the first trust bundle
+	// from the node agent's SPIFFE Workload API instead of a bootstrap
+	// token: the agent renews the SVID and pushes each renewal, which
+	// the Source follows. The watch stream still comes from the authority.
+	WorkloadAPIAddr string
+
 	// Dir is optional. When set, svid.pem, svid.key and bundle.pem are
 	// loaded from it at start and written back (atomic rename, key mode
 	// 0600) after every renewal and bundle change.
@@ -117,7 +124,7 @@ func (c Config) normalized() (Config, error) {
 // checkTrustSource fails when the config gives no way to authenticate the
 // authority on first contact.
 func (c Config) checkTrustSource() error {
-	if c.BundleFile == "" && c.RootFingerprint == "" && c.Dir == "" {
+	if c.BundleFile == "" && c.RootFingerprint == "" && c.Dir == "" && c.WorkloadAPIAddr == "" {
 		return fmt.Errorf("identity: one of Config.BundleFile, Config.RootFingerprint or Config.Dir is required to trust the authority")
 	}
 	return nil

@@ -115,6 +115,12 @@ func newSource(ctx context.Context, cfg Config, tune tuning) (*Source, error) {
 	s.revoked.Store(&revokedSet{})
 	s.client = newAuthorityClient(cfg.AuthorityURL, s.verifyAuthorityConn, s.currentCert)
 
+	if cfg.WorkloadAPIAddr != "" {
+		if err := s.fromWorkloadAPI(ctx); err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
 	var diskRoots []*x509.Certificate
 	if cfg.Dir != "" {
 		svid, bundle, err := LoadDir(cfg.Dir)
@@ -213,6 +219,9 @@ func (s *Source) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	if s.cfg.watchEnabled() {
 		wg.Go(func() { s.watchLoop(ctx) })
+	}
+	if s.cfg.WorkloadAPIAddr != "" {
+		wg.Go(func() { s.workloadLoop(ctx) })
 	}
 	s.rotateLoop(ctx)
 	cancel()
@@ -379,6 +388,10 @@ func (s *Source) renewDelay(st *svidState) time.Duration {
 func (s *Source) rotateLoop(ctx context.Context) {
 	renew := time.NewTimer(s.renewDelay(s.svid.Load()))
 	defer renew.Stop()
+	external := s.cfg.WorkloadAPIAddr != "" // the node agent renews
+	if external {
+		renew.Stop()
+	}
 	staple := time.NewTimer(0)
 	defer staple.Stop()
 	var backoff time.Duration
@@ -390,6 +403,9 @@ func (s *Source) rotateLoop(ctx context.Context) {
 			staple.Reset(s.refreshStaple(ctx))
 			continue
 		case <-s.renewNow:
+			if external {
+				continue
+			}
 		case <-renew.C:
 		}
 		err := s.rotate(ctx)

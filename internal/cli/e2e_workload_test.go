@@ -11,6 +11,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/wardsec/ward/identity"
 )
 
 // TestWorkloadAPIEndToEnd: go-spiffe's workloadapi client gets an SVID
@@ -82,5 +84,21 @@ func TestWorkloadAPIEndToEnd(t *testing.T) {
 	if _, err := jwtsvid.ParseAndValidate(tok, bundles, []string{"billing-api"}); err != nil {
 		t.Fatalf("offline validation with the streamed bundle: %v", err)
 	}
+
+	// The SDK's identity package, on the Workload API instead of a
+	// bootstrap token: it follows the agent's renewals.
+	isrc, err := identity.New(ctx, identity.Config{AuthorityURL: d.vars["WARD_AUTHORITY"], WorkloadAPIAddr: sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer isrc.Close()
+	go func() { _ = isrc.Run(ctx) }()
+	if isrc.ID().String() != "spiffe://ward.test/svc/orders" {
+		t.Fatalf("identity %s", isrc.ID())
+	}
+	was := isrc.SVID().Certificates[0].SerialNumber.String()
+	waitFor(t, 15*time.Second, "the identity Source follows the agent's renewal", func() bool {
+		return isrc.SVID().Certificates[0].SerialNumber.String() != was
+	})
 	d.mustWard("agent", "entry", "delete", entry.ID)
 }
