@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -44,8 +45,11 @@ service over mTLS, with the passport of the inbound request whose Ward-Correlati
 the service sends along.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if service == "" || dir == "" || listen == "" || upstream == "" {
-				return usageError{errors.New("--service, --svid-dir, --listen and --upstream are required")}
+			if service == "" || listen == "" || upstream == "" {
+				return usageError{errors.New("--service, --listen and --upstream are required")}
+			}
+			if dir == "" && os.Getenv("SPIFFE_ENDPOINT_SOCKET") == "" {
+				return usageError{errors.New("--svid-dir is required without a node agent (SPIFFE_ENDPOINT_SOCKET)")}
 			}
 			base, err := g.authorityURL()
 			if err != nil {
@@ -57,6 +61,9 @@ the service sends along.`,
 			}
 			sc := sidecar.Config{Service: service, Upstream: upstream, UpstreamTimeout: timeout, Logger: log.With("component", "sidecar"),
 				CacheDir: dir, Egress: map[string]string{}}
+			if dir == "" {
+				sc.CacheDir = filepath.Join(cfg.DataDir, "sidecar-"+service)
+			}
 			if routesFile != "" {
 				data, err := readBounded(routesFile, 1<<20)
 				if err != nil {
@@ -104,7 +111,7 @@ the service sends along.`,
 	}
 	f := run.Flags()
 	f.StringVar(&service, "service", "", "the service's registered name")
-	f.StringVar(&dir, "svid-dir", "", "the service's SVID directory (svid.pem, svid.key, bundle.pem)")
+	f.StringVar(&dir, "svid-dir", "", "the service's SVID directory (default: the node agent's Workload API, SPIFFE_ENDPOINT_SOCKET)")
 	f.StringVar(&listen, "listen", "", "mTLS listen address")
 	f.StringVar(&upstream, "upstream", "", "the plain HTTP service, http://127.0.0.1:PORT")
 	f.StringVar(&routesFile, "routes", "", "YAML route table: [{pattern, resource, action}]")
@@ -119,7 +126,11 @@ the service sends along.`,
 // runSidecar runs a sidecar until ctx ends; ready, if set, gets the
 // ingress and egress addresses.
 func runSidecar(ctx context.Context, authority, dir, listen, egress string, sc sidecar.Config, ready func(in, eg net.Addr)) error {
-	src, err := identity.New(ctx, identity.Config{AuthorityURL: authority, Dir: dir, BundleFile: filepath.Join(dir, "bundle.pem"), Logger: sc.Logger})
+	icfg := identity.Config{AuthorityURL: authority, Dir: dir, BundleFile: filepath.Join(dir, "bundle.pem"), Logger: sc.Logger}
+	if dir == "" { // the node agent's Workload API
+		icfg = identity.Config{AuthorityURL: authority, WorkloadAPIAddr: os.Getenv("SPIFFE_ENDPOINT_SOCKET"), Logger: sc.Logger}
+	}
+	src, err := identity.New(ctx, icfg)
 	if err != nil {
 		return err
 	}
