@@ -199,3 +199,51 @@ func TestEntryMatches(t *testing.T) {
 		}
 	}
 }
+
+// A client that closes its stream ends the server's stream (no leak), and
+// a header with another value than "true" is no header.
+func TestClosedStreamAndWrongHeader(t *testing.T) {
+	ca := newTestCA(t)
+	id := spiffeid.RequireFromPath(td, "/svc/orders")
+	ca.issue(t, id)
+	uid := os.Getuid()
+	s, sock := serve(t, []Entry{{ID: id, UID: &uid}}, ca)
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := workload.NewSpiffeWorkloadAPIClient(conn)
+	for _, v := range []string{"false", "TRUE", ""} {
+		ctx := metadata.AppendToOutgoingContext(context.Background(), "workload.spiffe.io", v)
+		st, err := c.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+		if err == nil {
+			_, err = st.Recv()
+		}
+		if status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("header %q: %v", v, err)
+		}
+	}
+	for range 20 {
+		ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), "workload.spiffe.io", "true"))
+		st, err := c.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	// Notify after the clients went away: nothing blocks, new streams work.
+	s.Notify()
+	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "workload.spiffe.io", "true"), 5*time.Second)
+	defer cancel()
+	st, err := c.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := st.Recv(); err != nil || resp.Svids[0].SpiffeId != id.String() {
+		t.Fatalf("after closed streams: %v %v", resp, err)
+	}
+}
