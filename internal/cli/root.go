@@ -94,6 +94,7 @@ func newRoot(g *globals) *cobra.Command {
 	root.AddCommand(
 		newVersionCmd(g),
 		newDevCmd(g),
+		newDemoCmd(g),
 		newAuthorityCmd(g),
 		newTeamCmd(g),
 		newServiceCmd(g),

@@ -69,15 +69,8 @@ the service sends along.`,
 				if err != nil {
 					return err
 				}
-				var rs []struct {
-					Pattern, Resource, Action string
-					IDParam                   string `yaml:"id_param"`
-				}
-				if err := yaml.Unmarshal(data, &rs); err != nil {
+				if sc.Routes, err = parseSidecarRoutes(data); err != nil {
 					return fmt.Errorf("--routes %s: %v", routesFile, err)
-				}
-				for _, r := range rs {
-					sc.Routes = append(sc.Routes, pep.Route{Pattern: r.Pattern, Resource: r.Resource, Action: r.Action, IDParam: r.IDParam})
 				}
 			}
 			if manifestFile != "" {
@@ -121,6 +114,23 @@ the service sends along.`,
 	f.DurationVar(&timeout, "upstream-timeout", 30*time.Second, "how long to wait for the service's response headers")
 	cmd.AddCommand(run)
 	return cmd
+}
+
+// parseSidecarRoutes reads a YAML route table: [{pattern, resource,
+// action, id_param}].
+func parseSidecarRoutes(data []byte) ([]pep.Route, error) {
+	var rs []struct {
+		Pattern, Resource, Action string
+		IDParam                   string `yaml:"id_param"`
+	}
+	if err := yaml.Unmarshal(data, &rs); err != nil {
+		return nil, err
+	}
+	out := make([]pep.Route, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, pep.Route{Pattern: r.Pattern, Resource: r.Resource, Action: r.Action, IDParam: r.IDParam})
+	}
+	return out, nil
 }
 
 // runSidecar runs a sidecar until ctx ends; ready, if set, gets the
