@@ -80,7 +80,9 @@ func TestDemoKeep(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, []string{"demo", "--keep", "--data", dir}, strings.NewReader(""), io.Discard, io.Discard) }()
+	go func() {
+		done <- run(ctx, []string{"demo", "--keep", "--data", dir}, strings.NewReader(""), io.Discard, io.Discard)
+	}()
 	var vars map[string]string
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
