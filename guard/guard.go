@@ -54,7 +54,9 @@ type Config struct {
 	CacheDir string
 	// Manifest, if set, is declared when Run starts (Fetcher must also be
 	// a Declarer), retried with backoff until accepted; a refusal (4xx)
-	// is logged and not retried.
+	// is logged and not retried, except unknown-dependency (a consumed
+	// service has not declared yet), which is retried: services may start
+	// in any order.
 	Manifest []byte
 	// MissRefreshInterval is the least time between two fetches caused by
 	// unknown callers; 0 means 1s.
@@ -464,7 +466,8 @@ func (g *Guard) onEvent(kind string, payload []byte) {
 	}
 }
 
-// declare sends the manifest until the authority accepts or refuses it.
+// declare sends the manifest until the authority accepts or refuses it; a
+// refusal because a consumed service has not declared yet is retried.
 func (g *Guard) declare(ctx context.Context, d Declarer) {
 	backoff := time.Second
 	for {
@@ -474,11 +477,16 @@ func (g *Guard) declare(ctx context.Context, d Declarer) {
 			return
 		}
 		var ae *AuthorityError
-		if errors.As(err, &ae) && ae.Status >= 400 && ae.Status < 500 && ae.Status != 429 {
+		if errors.As(err, &ae) && strings.HasSuffix(ae.Type, "/unknown-dependency") {
+			// A service it consumes has not declared yet: services start
+			// in any order, so this passes once the provider is up.
+			g.log.Warn("guard: the manifest names a service that has not declared yet; retrying", "retry_in", backoff.String(), "detail", ae.Detail)
+		} else if errors.As(err, &ae) && ae.Status >= 400 && ae.Status < 500 && ae.Status != 429 {
 			g.log.Error("guard: manifest refused by the authority", "status", ae.Status, "type", ae.Type, "detail", ae.Detail)
 			return
+		} else {
+			g.log.Warn("guard: declaring the manifest failed; retrying", "retry_in", backoff.String(), "error", err.Error())
 		}
-		g.log.Warn("guard: declaring the manifest failed; retrying", "retry_in", backoff.String(), "error", err.Error())
 		select {
 		case <-ctx.Done():
 			return

@@ -281,7 +281,12 @@ func TestRunDeclaresManifest(t *testing.T) {
 	refused := &declarer{testAuthority: a, errs: []error{&AuthorityError{Status: 400, Type: "invalid-manifest"}}}
 	g2 := newTestGuard(t, a, func(c *Config) { c.Fetcher = refused; c.Manifest = []byte("x") })
 	runGuard(t, g2)
-	time.Sleep(1500 * time.Millisecond)
+	// A consumed service that has not declared yet is transient: retried.
+	early := &declarer{testAuthority: a, errs: []error{&AuthorityError{Status: 422, Type: "https://ward.dev/problems/unknown-dependency"}}}
+	g3 := newTestGuard(t, a, func(c *Config) { c.Fetcher = early; c.Manifest = []byte("y") })
+	runGuard(t, g3)
+	waitUntil(t, "a manifest naming an undeclared service is sent again", func() bool { return early.calls.Load() == 2 })
+	time.Sleep(500 * time.Millisecond)
 	if n := refused.calls.Load(); n != 1 {
 		t.Fatalf("a refused manifest was sent %d times", n)
 	}

@@ -327,6 +327,9 @@ func (d *demo) setup(ctx context.Context) error {
 	if d.inventory, err = start(shop.Inventory, runShop(shop.Inventory, nil)); err != nil {
 		return err
 	}
+	if err := d.waitDeclared(ctx, shop.Inventory, "vault"); err != nil { // shipping and payments consume them
+		return err
+	}
 	if d.payments, err = start(shop.Payments, runShop(shop.Payments, map[string]string{"vault": d.vars["WARD_VAULT"]})); err != nil {
 		return err
 	}
@@ -369,25 +372,9 @@ func (d *demo) setup(ctx context.Context) error {
 		return err
 	}
 	d.shippingEgress = <-egress
-	// orders' manifest names what the others provide: it is accepted only
-	// after their declarations are.
-	err = retry(ctx, 20*time.Second, "the providers' declarations", func() error {
-		var rep catalog.Report
-		if err := d.wardJSON(ctx, &rep, "posture"); err != nil {
-			return err
-		}
-		declared := map[string]bool{}
-		for _, s := range rep.Services {
-			declared[s.Name] = s.Declared != ""
-		}
-		for _, n := range []string{shop.Inventory, shop.Payments, shop.Shipping, "vault"} {
-			if !declared[n] {
-				return fmt.Errorf("%s has not declared yet", n)
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	// orders' manifest names what the others provide: it is accepted
+	// once theirs are (the guard would retry; waiting keeps the demo fast).
+	if err := d.waitDeclared(ctx, shop.Inventory, shop.Payments, shop.Shipping, "vault"); err != nil {
 		return err
 	}
 	if d.orders, err = start(shop.Orders, runShop(shop.Orders, map[string]string{shop.Inventory: "https://" + d.inventory,
@@ -463,6 +450,27 @@ func (d *demo) setup(ctx context.Context) error {
 		}
 		if code, body, _, err = d.gateway(ctx, d.bob.Key, http.MethodGet, "/orders/deps", ""); err != nil || code != http.StatusForbidden {
 			return fmt.Errorf("the orders policy is not enforced yet: %d %s %v", code, clipBody(body), err)
+		}
+		return nil
+	})
+}
+
+// waitDeclared waits until the posture report shows a declaration of
+// every named service.
+func (d *demo) waitDeclared(ctx context.Context, names ...string) error {
+	return retry(ctx, 20*time.Second, "declarations", func() error {
+		var rep catalog.Report
+		if err := d.wardJSON(ctx, &rep, "posture"); err != nil {
+			return err
+		}
+		declared := map[string]bool{}
+		for _, s := range rep.Services {
+			declared[s.Name] = s.Declared != ""
+		}
+		for _, n := range names {
+			if !declared[n] {
+				return fmt.Errorf("%s has not declared yet", n)
+			}
 		}
 		return nil
 	})
